@@ -1,0 +1,3 @@
+"""canary: a continuously running quality canary for LLM serving."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,16 @@
+"""``answered``: the completion has non-blank text. The floor under every other metric."""
+
+from __future__ import annotations
+
+from canary.catalog import Probe
+from canary.completion import Completion
+from canary.scoring.base import Score, ScoringContext
+
+
+class AnsweredScorer:
+    name = "answered"
+
+    def score(self, probe: Probe, completion: Completion, context: ScoringContext) -> list[Score]:
+        has_text = bool(completion.text.strip())
+        detail = {} if has_text else {"finish_reason": completion.finish_reason}
+        return [Score("answered", has_text, float(len(completion.text)), detail)]
