@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import sys
+from pathlib import Path
+from typing import NoReturn
 
+import anyio
 import click
+from rich.console import Console
+from rich.progress import Progress
 
 from canary import __version__
+from canary.catalog import Probe, load_catalog
+from canary.config import Config, Target, load_config
+from canary.db import alembic_config, async_engine, database, migrate, redact_url
 from canary.errors import ConfigError
+from canary.logs import configure_logging
+from canary.report import print_pass
+from canary.runner import run_pass
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,9 +28,130 @@ def main() -> None:
     """canary: a continuously running quality canary for LLM serving."""
 
 
-def fail_config(exc: ConfigError) -> None:
+def fail_config(exc: ConfigError) -> NoReturn:
     click.echo(f"config error: {exc}", err=True)
     sys.exit(2)
+
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="CANARY_CONFIG",
+    default="canary.toml",
+    show_default=True,
+    help="canary.toml to use (or $CANARY_CONFIG).",
+)
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Embedded PostgreSQL data directory (used when no DATABASE_URL is set).",
+)
+
+
+def load_or_exit(config_path: Path) -> Config:
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        fail_config(exc)
+        raise  # unreachable; keeps type checkers honest
+
+
+@main.command()
+@config_option
+@data_dir_option
+@click.option("--once", is_flag=True, help="Run a single pass and exit (otherwise repeat every interval).")
+@click.option("--cells", default=None, help="Comma-separated globs over cell names (model/platform/pool).")
+@click.option("--probes", default=None, help="Comma-separated globs over probe ids or probe sets.")
+@click.option("--deploy-id", default=None, help="Tag the runs with this deploy id.")
+@click.option("--log-level", default="WARNING", show_default=True)
+def run(
+    config_path: Path,
+    data_dir: Path | None,
+    once: bool,
+    cells: str | None,
+    probes: str | None,
+    deploy_id: str | None,
+    log_level: str,
+) -> None:
+    """Probe every selected cell with every selected probe, score, store and summarise.
+
+    Exit 0 when every run got an answer, 1 when some runs failed, 2 on a configuration error.
+    """
+    configure_logging(log_level)
+    config = load_or_exit(config_path)
+    try:
+        catalog = load_catalog(config.probes_dir)
+    except ConfigError as exc:
+        fail_config(exc)
+    targets = config.select(cells)
+    selected = catalog.select(probes)
+    if not targets or not selected:
+        click.echo(f"nothing to run: {len(targets)} cells and {len(selected)} probes selected", err=True)
+        sys.exit(2)
+    with database(config.database_url, data_dir or config.data_dir) as url:
+        failed = anyio.run(passes, url, targets, selected, deploy_id, once, config.defaults.interval_s)
+    sys.exit(1 if failed else 0)
+
+
+async def passes(
+    url: str, targets: list[Target], probes: list[Probe], deploy_id: str | None, once: bool, interval_s: float
+) -> int:
+    """Run passes (one, or one per interval until interrupted); returns the last pass's failures."""
+    engine = async_engine(url)
+    console = Console(stderr=True)
+    try:
+        while True:
+            total = len(targets) * sum(p.spec.repeat for p in probes)
+            with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
+                task = progress.add_task("probing", total=total)
+                summary = await run_pass(
+                    engine,
+                    targets,
+                    probes,
+                    deploy_id=deploy_id,
+                    on_stored=functools.partial(progress.advance, task),
+                )
+            print_pass(summary)
+            if once:
+                return summary.failed_runs
+            await anyio.sleep(interval_s)
+    finally:
+        await engine.dispose()
+
+
+@main.group()
+def db() -> None:
+    """Database schema: apply or roll back migrations."""
+
+
+@db.command("upgrade")
+@config_option
+@data_dir_option
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(config_path: Path, data_dir: Path | None, revision: str) -> None:
+    """Apply migrations up to REVISION (also done automatically on start)."""
+    config = load_or_exit(config_path) if config_path.exists() else None
+    url = config.database_url if config else None
+    with database(url, data_dir or (config.data_dir if config else None), upgrade=False) as resolved:
+        migrate(resolved, revision)
+        click.echo(f"database at {revision}: {redact_url(resolved)}")
+
+
+@db.command("downgrade")
+@config_option
+@data_dir_option
+@click.argument("revision")
+def db_downgrade(config_path: Path, data_dir: Path | None, revision: str) -> None:
+    """Roll migrations back to REVISION (e.g. "base")."""
+    from alembic import command
+
+    config = load_or_exit(config_path) if config_path.exists() else None
+    url = config.database_url if config else None
+    with database(url, data_dir or (config.data_dir if config else None), upgrade=False) as resolved:
+        command.downgrade(alembic_config(resolved), revision)
+        click.echo(f"database at {revision}")
 
 
 # --- Command registration: each subsystem's commands live in its own module. -----------------

@@ -1,0 +1,245 @@
+"""One probe pass: every selected probe on every selected cell -> provider -> scorers -> storage.
+
+Requests run concurrently, bounded per cell by the target's ``concurrency``; results flow
+through a memory stream to a single writer that stores them in batches. A failing cell never
+stops the pass: every failure is a stored run with its reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import anyio
+import httpx
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from canary.catalog import Probe
+from canary.completion import Completion, Mode, ProbeRequest
+from canary.config import Target
+from canary.errors import FailureReason
+from canary.providers import Provider, get_provider
+from canary.scoring import ScoringContext, score_completion
+from canary.store import RunResult, load_references, sync_probes, sync_targets, write_results
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 256
+
+
+@dataclass
+class CellSummary:
+    """What one pass saw on one cell."""
+
+    cell: str
+    runs: int = 0
+    ok: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    metric_passed: Counter[str] = field(default_factory=Counter)
+    metric_total: Counter[str] = field(default_factory=Counter)
+    latencies_ms: list[float] = field(default_factory=list)
+
+    def add(self, result: RunResult) -> None:
+        self.runs += 1
+        c = result.completion
+        if c.ok:
+            self.ok += 1
+            self.latencies_ms.append(c.latency_s * 1000.0)
+        else:
+            self.failures[c.reason.value if c.reason else "unknown"] += 1
+        for s in result.scores:
+            self.metric_total[s.metric] += 1
+            self.metric_passed[s.metric] += int(s.passed)
+
+    def pass_rate(self, metric: str) -> float | None:
+        total = self.metric_total[metric]
+        return self.metric_passed[metric] / total if total else None
+
+
+@dataclass
+class PassSummary:
+    pass_id: uuid.UUID
+    cells: dict[str, CellSummary]
+    duration_s: float = 0.0
+
+    @property
+    def stored(self) -> int:
+        return sum(c.runs for c in self.cells.values())
+
+    @property
+    def failed_runs(self) -> int:
+        return sum(c.runs - c.ok for c in self.cells.values())
+
+    @property
+    def metrics(self) -> list[str]:
+        return sorted({m for c in self.cells.values() for m in c.metric_total})
+
+
+def request_mode(target: Target) -> Mode:
+    return "completion" if target.spec.provider == "openai-completions" else "chat"
+
+
+def served_pool(target: Target, completion: Completion) -> str | None:
+    """The serving pool, read from the first configured served-by header present."""
+    for name in target.spec.served_by_headers:
+        value = completion.served_by.get(name.lower())
+        if value is not None:
+            return value
+    return None
+
+
+@asynccontextmanager
+async def http_client(
+    targets: Sequence[Target], client: httpx.AsyncClient | None
+) -> AsyncIterator[httpx.AsyncClient]:
+    if client is not None:
+        yield client
+        return
+    connections = max(10, sum(t.concurrency for t in targets))
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    async with httpx.AsyncClient(limits=limits, follow_redirects=False) as own:
+        yield own
+
+
+class PassRunner:
+    """Runs one pass; see :func:`run_pass`."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        deploy_id: str | None = None,
+        on_stored: Callable[[int], None] | None = None,
+        batch_size: int = BATCH_SIZE,
+    ) -> None:
+        self.engine = engine
+        self.deploy_id = deploy_id
+        self.on_stored = on_stored
+        self.batch_size = batch_size
+        self.pass_id = uuid.uuid4()
+
+    async def run(
+        self, targets: Sequence[Target], probes: Sequence[Probe], client: httpx.AsyncClient | None = None
+    ) -> PassSummary:
+        """1. Record cells and probe versions. 2. Load the cells' reference outputs.
+        3. Probe every (cell, probe) concurrently, bounded per cell. 4. Store in batches."""
+        started = time.perf_counter()
+        async with self.engine.begin() as conn:
+            self.cell_ids = await sync_targets(conn, targets)
+            self.probe_ids = await sync_probes(conn, probes)
+            self.references = await load_references(conn, self.cell_ids.values())
+        self.cell_names = {target_id: cell for cell, target_id in self.cell_ids.items()}
+        summary = PassSummary(self.pass_id, {t.cell: CellSummary(t.cell) for t in targets})
+        send, receive = anyio.create_memory_object_stream[RunResult](max_buffer_size=self.batch_size * 4)
+        async with http_client(targets, client) as http, anyio.create_task_group() as tg:
+            tg.start_soon(self._write, receive, summary)
+            async with send, anyio.create_task_group() as probing:
+                for target in targets:
+                    limiter = anyio.CapacityLimiter(target.concurrency)
+                    provider = get_provider(target.spec.provider, http)
+                    for probe in probes:
+                        probing.start_soon(self._probe, provider, target, probe, limiter, send)
+        summary.duration_s = time.perf_counter() - started
+        return summary
+
+    async def _probe(
+        self,
+        provider: Provider,
+        target: Target,
+        probe: Probe,
+        limiter: anyio.CapacityLimiter,
+        send: ObjectSendStream[RunResult],
+    ) -> None:
+        """Send a probe ``repeat`` times, one after another so that repeats compare to one reference."""
+        target_id = self.cell_ids[target.cell]
+        probe_pk = self.probe_ids[(probe.id, probe.version)]
+        reference = self.references.get((target_id, probe_pk))
+        request = probe.request(request_mode(target), session_key=target.spec.session_key)
+        for repeat_index in range(probe.spec.repeat):
+            started_at = datetime.now(UTC)
+            async with limiter:
+                completion = await self._complete(provider, target, request)
+            establishes = completion.ok and reference is None and probe.spec.temperature == 0.0
+            try:
+                scores = score_completion(probe, completion, ScoringContext(reference_text=reference))
+            except Exception as exc:  # a scorer bug must not lose the run itself
+                log.exception("scorer failed on %s %s", target.cell, probe.id)
+                scores = []
+                completion.error = f"scoring failed: {type(exc).__name__}"
+            if establishes:
+                reference = completion.text
+            await send.send(
+                RunResult(
+                    pass_id=self.pass_id,
+                    target_id=target_id,
+                    probe_pk=probe_pk,
+                    started_at=started_at,
+                    completion=completion,
+                    scores=scores,
+                    repeat_index=repeat_index,
+                    session_key=request.session_key,
+                    deploy_id=self.deploy_id,
+                    served_pool=served_pool(target, completion),
+                    establishes_reference=establishes,
+                )
+            )
+
+    @staticmethod
+    async def _complete(provider: Provider, target: Target, request: ProbeRequest) -> Completion:
+        try:
+            return await provider.complete(target, request)
+        except Exception as exc:  # providers classify every server failure; this is a canary bug
+            log.exception("provider %s raised on %s", provider.kind, target.cell)
+            return Completion.failed(FailureReason.INTERNAL, f"{type(exc).__name__}: {exc}"[:300])
+
+    async def _write(self, receive: ObjectReceiveStream[RunResult], summary: PassSummary) -> None:
+        """Store results in batches: block for the first, then take whatever else is queued."""
+        async with receive:
+            async for first in receive:
+                batch = [first]
+                while len(batch) < self.batch_size:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                await self._store(batch)
+                for result in batch:
+                    summary.cells[self.cell_names[result.target_id]].add(result)
+                if self.on_stored:
+                    self.on_stored(len(batch))
+
+    async def _store(self, batch: list[RunResult]) -> None:
+        # A database restart or failover mid-pass is retried; results are only dropped if it stays down.
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(OperationalError),
+            stop=stop_after_attempt(5),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            sleep=anyio.sleep,
+            reraise=True,
+        ):
+            with attempt:
+                async with self.engine.begin() as conn:
+                    await write_results(conn, batch)
+
+
+async def run_pass(
+    engine: AsyncEngine,
+    targets: Sequence[Target],
+    probes: Sequence[Probe],
+    *,
+    deploy_id: str | None = None,
+    on_stored: Callable[[int], None] | None = None,
+    client: httpx.AsyncClient | None = None,
+) -> PassSummary:
+    """Run every probe on every target once (``repeat`` times each) and store the results."""
+    runner = PassRunner(engine, deploy_id=deploy_id, on_stored=on_stored)
+    return await runner.run(targets, probes, client)
