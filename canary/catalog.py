@@ -2,7 +2,12 @@
 
 A probe file holds an optional ``[defaults]`` table and a list of ``[[probe]]`` tables. The
 file's stem is the probe *set* (the unit the scheduler runs). Each probe's ``version`` is a hash
-of its resolved content, so editing a prompt makes a new version and never rewrites history.
+of its resolved content and of the exact prompts it sends, so editing a prompt makes a new
+version and never rewrites history.
+
+Long-context probes carry a ``[probe.needle]`` table: the prompt they send is a haystack built
+deterministically at load time from fixed filler sentences, with the needle statement at a
+configured depth, sized to ``context_tokens``, followed by the probe's question.
 """
 
 from __future__ import annotations
@@ -14,13 +19,35 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import regex
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from canary.completion import Message, Mode, ProbeRequest
 from canary.errors import ConfigError
 from canary.validation import read_toml, validate
 
 DEFAULT_PROBE_DIR = Path(__file__).resolve().parent.parent / "probes"
+
+KNOWN_SCORERS = frozenset(
+    {
+        "answered",
+        "unexpected_script",
+        "code_syntax",
+        "known_answer",
+        "determinism",
+        "argmax_conformance",
+        "long_context_recall",
+    }
+)
+"""Names a probe may list in ``scorers``; a test keeps this equal to ``canary.scoring.SCORERS``.
+
+Kept here rather than imported so that the catalog does not depend on the scoring package
+(which depends on the catalog)."""
+
+CodeLanguage = Literal["python", "javascript", "sql", "bash", "json"]
+
+CHARS_PER_TOKEN = 4
+"""Haystack sizing: English filler averages about four characters per token in BPE tokenizers."""
 
 
 class AnswerSpec(BaseModel):
@@ -31,8 +58,43 @@ class AnswerSpec(BaseModel):
     kind: Literal["exact", "casefold", "regex", "numeric", "choice"]
     value: str | float | None = None
     pattern: str | None = None
-    tolerance: float = 0.0
+    tolerance: float = Field(default=0.0, ge=0.0)
     choices: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _kind_inputs_present(self) -> AnswerSpec:
+        if self.kind in ("exact", "casefold") and not isinstance(self.value, str):
+            raise ValueError(f"answer kind '{self.kind}' needs a string 'value'")
+        if self.kind == "numeric" and not isinstance(self.value, float):
+            raise ValueError("answer kind 'numeric' needs a number 'value'")
+        if self.kind == "regex":
+            if not self.pattern:
+                raise ValueError("answer kind 'regex' needs 'pattern'")
+            try:
+                regex.compile(self.pattern)
+            except regex.error as exc:
+                raise ValueError(f"'pattern' is not a valid regular expression: {exc}") from None
+        if self.kind == "choice" and (len(self.choices) < 2 or self.value not in self.choices):
+            raise ValueError("answer kind 'choice' needs at least two 'choices' and a 'value' among them")
+        return self
+
+
+class NeedleSpec(BaseModel):
+    """A needle-in-a-haystack setup: the statement hidden in filler text and what must be recalled."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    statement: str = Field(min_length=1)
+    secret: str = Field(min_length=1)
+    depth: float = Field(default=0.5, ge=0.0, le=1.0)
+    filler: tuple[str, ...] = Field(min_length=1)
+    preamble: str = "Read the document below, then answer the question that follows it."
+
+    @model_validator(mode="after")
+    def _secret_in_statement(self) -> NeedleSpec:
+        if self.secret not in self.statement:
+            raise ValueError("needle 'statement' must contain its 'secret'")
+        return self
 
 
 class ProbeSpec(BaseModel):
@@ -53,11 +115,30 @@ class ProbeSpec(BaseModel):
     logprobs: bool = False
     top_logprobs: int = Field(default=0, ge=0, le=20)
     allowed_scripts: tuple[str, ...] = ("Latin",)
-    code_language: str | None = None
+    code_language: CodeLanguage | None = None
     code_extract: Literal["fenced", "raw"] = "fenced"
     answer: AnswerSpec | None = None
     context_tokens: int | None = Field(default=None, ge=1)
+    needle: NeedleSpec | None = None
     tags: tuple[str, ...] = ()
+
+    @field_validator("scorers")
+    @classmethod
+    def _scorers_known(cls, scorers: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [name for name in scorers if name not in KNOWN_SCORERS]
+        if unknown:
+            raise ValueError(f"unknown scorer '{unknown[0]}' (known: {', '.join(sorted(KNOWN_SCORERS))})")
+        return scorers
+
+    @field_validator("allowed_scripts")
+    @classmethod
+    def _scripts_known(cls, scripts: tuple[str, ...]) -> tuple[str, ...]:
+        for name in scripts:
+            try:
+                regex.compile(rf"\p{{Script={name}}}")
+            except regex.error:
+                raise ValueError(f"'{name}' is not a Unicode script name (e.g. Latin, Hangul, Han)") from None
+        return scripts
 
     @model_validator(mode="after")
     def _scorer_inputs_present(self) -> ProbeSpec:
@@ -65,6 +146,14 @@ class ProbeSpec(BaseModel):
             raise ValueError("scorer 'known_answer' needs an [probe.answer] table")
         if "code_syntax" in self.scorers and self.code_language is None:
             raise ValueError("scorer 'code_syntax' needs 'code_language'")
+        if "determinism" in self.scorers and self.temperature != 0.0:
+            raise ValueError("scorer 'determinism' needs temperature = 0")
+        if "argmax_conformance" in self.scorers and not (self.logprobs and self.top_logprobs >= 1):
+            raise ValueError("scorer 'argmax_conformance' needs logprobs = true and top_logprobs >= 1")
+        if "long_context_recall" in self.scorers and self.needle is None:
+            raise ValueError("scorer 'long_context_recall' needs a [probe.needle] table")
+        if self.needle is not None and self.context_tokens is None:
+            raise ValueError("a [probe.needle] table needs 'context_tokens' (the haystack size)")
         return self
 
 
@@ -76,17 +165,84 @@ class ProbeFile(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
+class Prompts:
+    """The exact text a probe sends: the chat user message and the completion-style prompt."""
+
+    chat: str
+    completion: str
+
+
+def build_haystack(needle: NeedleSpec, context_tokens: int, question_chars: int) -> str:
+    """Filler sentences, numbered and cycled, with the needle at ``depth``, about ``context_tokens`` long.
+
+    Deterministic: the same needle and size always give the same text (the version hash covers
+    it anyway, so a change to this function makes new probe versions rather than silently
+    changing what an old version meant).
+    """
+    budget = max(
+        0, context_tokens * CHARS_PER_TOKEN - question_chars - len(needle.statement) - len(needle.preamble)
+    )
+    parts: list[str] = []
+    used = 0
+    index = 0
+    while used < budget:
+        sentence = f"({index + 1}) {needle.filler[index % len(needle.filler)]}"
+        parts.append(sentence)
+        used += len(sentence) + 1
+        index += 1
+    at = round(needle.depth * len(parts))
+    parts.insert(at, needle.statement)
+    return " ".join(parts)
+
+
+def render_prompts(spec: ProbeSpec) -> Prompts:
+    """The chat and completion-style prompts for ``spec``, haystack included for needle probes."""
+    completion = spec.completion_prompt or f"{spec.prompt}\n\n"
+    if spec.needle is None or spec.context_tokens is None:
+        return Prompts(chat=spec.prompt, completion=completion)
+    haystack = build_haystack(spec.needle, spec.context_tokens, len(spec.prompt))
+    document = f"{spec.needle.preamble}\n\n<document>\n{haystack}\n</document>\n\n"
+    return Prompts(chat=document + spec.prompt, completion=document + completion)
+
+
+@dataclass(frozen=True, slots=True)
 class Probe:
-    """A catalog probe: its spec, the set it belongs to and its content version."""
+    """A catalog probe: its spec, the set it belongs to and its content version.
+
+    ``prompts`` is rendered once at load (:meth:`from_spec`); a probe built by hand without it
+    renders on demand.
+    """
 
     spec: ProbeSpec
     probe_set: str
     version: str
     source: str
+    prompts: Prompts | None = None
+
+    @classmethod
+    def from_spec(cls, spec: ProbeSpec, probe_set: str, source: str = "") -> Probe:
+        prompts = render_prompts(spec)
+        return cls(
+            spec=spec,
+            probe_set=probe_set,
+            version=content_version(spec, prompts),
+            source=source,
+            prompts=prompts,
+        )
 
     @property
     def id(self) -> str:
         return self.spec.id
+
+    @property
+    def prompt(self) -> str:
+        """The chat user message exactly as sent (the haystack and question for needle probes)."""
+        return (self.prompts or render_prompts(self.spec)).chat
+
+    @property
+    def completion_prompt(self) -> str:
+        """The completion-style (base model) prompt exactly as sent."""
+        return (self.prompts or render_prompts(self.spec)).completion
 
     def request(self, mode: Mode, *, session_key: str | None = None) -> ProbeRequest:
         """The request for a chat or completion-style endpoint."""
@@ -100,16 +256,22 @@ class Probe:
             session_key=session_key,
         )
         if mode == "completion":
-            prompt = s.completion_prompt or f"{s.prompt}\n\n"
-            return ProbeRequest(mode="completion", prompt=prompt, **common)
-        return ProbeRequest(
-            mode="chat", messages=(Message("user", s.prompt),), system=s.system, **common
-        )
+            return ProbeRequest(mode="completion", prompt=self.completion_prompt, **common)
+        return ProbeRequest(mode="chat", messages=(Message("user", self.prompt),), system=s.system, **common)
 
 
-def content_version(spec: ProbeSpec) -> str:
-    """A stable hash of everything that defines the probe (16 hex digits of SHA-256)."""
-    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+def content_version(spec: ProbeSpec, prompts: Prompts | None = None) -> str:
+    """A stable hash of everything that defines the probe (16 hex digits of SHA-256).
+
+    It covers the spec and the rendered prompts, so a change in how a haystack is built also
+    makes a new version.
+    """
+    prompts = prompts or render_prompts(spec)
+    canonical = json.dumps(
+        {"spec": spec.model_dump(mode="json"), "chat": prompts.chat, "completion": prompts.completion},
+        sort_keys=True,
+        ensure_ascii=False,
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
@@ -144,7 +306,7 @@ def load_probe_file(path: Path) -> list[Probe]:
     for index, entry in enumerate(parsed.probe):
         merged = {**parsed.defaults, **entry}
         spec = validate(ProbeSpec, merged, path, prefix=f"probe[{index}]")
-        probes.append(Probe(spec=spec, probe_set=path.stem, version=content_version(spec), source=str(path)))
+        probes.append(Probe.from_spec(spec, probe_set=path.stem, source=str(path)))
     return probes
 
 
@@ -159,7 +321,9 @@ def load_catalog(directory: Path | None = None) -> Catalog:
     for path in files:
         for probe in load_probe_file(path):
             if probe.id in seen:
-                raise ConfigError(path, f"probe id '{probe.id}'", f"duplicate id, also defined in {seen[probe.id]}")
+                raise ConfigError(
+                    path, f"probe id '{probe.id}'", f"duplicate id, also defined in {seen[probe.id]}"
+                )
             seen[probe.id] = str(path)
             probes.append(probe)
     return Catalog(tuple(probes))

@@ -1,0 +1,84 @@
+"""``determinism``: a temperature-0 answer agrees with the cell's stored reference answer.
+
+The first successful temperature-0 answer a cell gives for a probe version becomes its
+reference (the runner stores it and passes it back as ``ScoringContext.reference_text``); with
+no reference yet the run passes and says it established one. Later runs report whether the
+text equals the reference, the fraction of the reference they agree with, and where they first
+diverge (character offset and, when tokens were returned, token index).
+
+Without batch-invariant kernels some temperature-0 nondeterminism is normal, so this scorer
+only measures: detection judges a cell's disagreement rate against that pool's own baseline,
+never against strict equality. The per-pass agreement rate over a probe's ``repeat`` runs is
+the mean of these Bernoulli outcomes (see :func:`pass_agreement`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from difflib import SequenceMatcher
+from typing import Any
+
+from canary.catalog import Probe
+from canary.completion import Completion, TokenLogprob
+from canary.scoring._text import snippet
+from canary.scoring.base import Score, ScoringContext
+
+_MAX_RATIO_CHARS = 2000  # beyond this, SequenceMatcher's quadratic worst case is not worth it
+
+
+def first_divergence(text: str, reference: str) -> int:
+    """Offset of the first character where the two strings differ (``len`` of the shorter if a prefix)."""
+    prefix = os.path.commonprefix([text, reference])
+    return len(prefix)
+
+
+def agreement(text: str, reference: str) -> float:
+    """Similarity in [0, 1]: 1.0 when equal, else difflib's ratio (prefix share for long texts)."""
+    if text == reference:
+        return 1.0
+    if not text or not reference:
+        return 0.0
+    if len(text) + len(reference) > 2 * _MAX_RATIO_CHARS:
+        return first_divergence(text, reference) / max(len(text), len(reference))
+    return SequenceMatcher(None, text, reference, autojunk=False).ratio()
+
+
+def token_at(tokens: Sequence[TokenLogprob], offset: int) -> int | None:
+    """Index of the token covering character ``offset`` of the concatenated token texts."""
+    position = 0
+    for index, token in enumerate(tokens):
+        position += len(token.token)
+        if position > offset:
+            return index
+    return len(tokens) if tokens else None
+
+
+def pass_agreement(texts: Sequence[str], reference: str | None = None) -> float:
+    """Share of a pass's repeated answers equal to ``reference`` (or to the first answer)."""
+    if not texts:
+        return 1.0
+    target = texts[0] if reference is None else reference
+    return sum(t == target for t in texts) / len(texts)
+
+
+class DeterminismScorer:
+    name = "determinism"
+
+    def score(self, probe: Probe, completion: Completion, context: ScoringContext) -> list[Score]:
+        reference = context.reference_text
+        text = completion.text
+        if reference is None:
+            return [Score(self.name, True, 1.0, {"established_reference": True})]
+        if text == reference:
+            return [Score(self.name, True, 1.0, {})]
+        offset = first_divergence(text, reference)
+        detail: dict[str, Any] = {
+            "first_divergent_char": offset,
+            "first_divergent_token": token_at(completion.tokens, offset) if completion.tokens else None,
+            "reference": snippet(reference, offset),
+            "output": snippet(text, offset),
+            "reference_chars": len(reference),
+            "output_chars": len(text),
+        }
+        return [Score(self.name, False, agreement(text, reference), detail)]
