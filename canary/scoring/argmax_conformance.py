@@ -53,7 +53,8 @@ def _violation(step: TokenLogprob, temperature: float, top_p: float | None) -> d
         if top_p is None or top_p >= 1.0:
             return None
         threshold = chosen + LOGPROB_TOLERANCE
-        mass_before = sum(math.exp(lp) for _, lp in step.top if threshold < lp < math.inf)
+        # A logprob above 0 is malformed; clamping keeps exp() finite (the mass then exceeds 1).
+        mass_before = sum(math.exp(min(lp, 0.0)) for _, lp in step.top if threshold < lp < math.inf)
         if mass_before < top_p + MASS_TOLERANCE:
             return None
         reason = "outside top-p nucleus"
