@@ -62,9 +62,11 @@ def test_a_completely_different_answer_has_low_agreement() -> None:
     assert agreement("", "x") == 0.0
 
 
-def test_long_texts_use_the_linear_prefix_measure() -> None:
-    reference = "a" * 3000
-    assert agreement("a" * 1500 + "b" * 1500, reference) == pytest.approx(0.5)
+def test_agreement_counts_the_common_prefix_and_suffix_of_the_longer_text() -> None:
+    assert agreement("a" * 1500 + "b" * 1500, "a" * 3000) == pytest.approx(0.5)
+    assert agreement("The cat sat.", "The dog sat.") == pytest.approx(9 / 12)
+    assert agreement("abc XYZ def", "abc def") == pytest.approx(7 / 11)
+    assert agreement("aaaa", "aa") == pytest.approx(0.5)  # prefix and suffix never overlap
 
 
 def test_pass_agreement_is_the_share_of_repeats_equal_to_the_reference() -> None:
