@@ -80,7 +80,7 @@ class TargetSpec(BaseModel):
     probes: str | None = None
     region: str | None = None
     project: str | None = None
-    session_key: str | None = None
+    sessions: int = Field(default=0, ge=0, le=1024)
 
     @field_validator("base_url")
     @classmethod
@@ -143,6 +143,17 @@ class Target:
     def cell(self) -> str:
         """The cell's name: ``model/platform/pool``."""
         return f"{self.spec.model}/{self.spec.platform}/{self.spec.pool}"
+
+    def session_key(self, index: int) -> str | None:
+        """A stable session key for the index-th probe, when the cell probes in sessions.
+
+        Keys are the same every pass, so a router that is sticky by session sends each session
+        to the same pool again and again, as it does for users; failures that cluster in
+        sessions are the signature of sticky misrouting.
+        """
+        if not self.spec.sessions:
+            return None
+        return f"canary:{self.cell}:{index % self.spec.sessions}"
 
     def resolved_headers(self) -> dict[str, str]:
         return {k: reveal(v) or "" for k, v in self.headers.items()}

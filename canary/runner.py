@@ -11,19 +11,18 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import anyio
-import httpx
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from canary.catalog import Probe
+from canary.cells import Cell, CellPool
 from canary.completion import Completion, Mode, ProbeRequest
 from canary.config import Target
 from canary.errors import FailureReason
@@ -97,48 +96,26 @@ def served_pool(target: Target, completion: Completion) -> str | None:
     return None
 
 
-def client_for(target: Target) -> httpx.AsyncClient:
-    """One client per cell: its pool is sized to the cell's concurrency.
-
-    A single client shared by all cells scales badly (httpcore's pool does per-request work
-    over every connection; 80 connections in one pool ran ~4x slower here than 10 pools of 8),
-    and separate pools keep one cell's stuck connections from touching another's.
-    """
-    limits = httpx.Limits(max_connections=target.concurrency, max_keepalive_connections=target.concurrency)
-    return httpx.AsyncClient(limits=limits, follow_redirects=False)
-
-
-@asynccontextmanager
-async def http_clients(
-    targets: Sequence[Target], shared: httpx.AsyncClient | None
-) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
-    if shared is not None:
-        yield {t.cell: shared for t in targets}
-        return
-    async with AsyncExitStack() as stack:
-        yield {t.cell: await stack.enter_async_context(client_for(t)) for t in targets}
-
-
 class PassRunner:
     """Runs one pass; see :func:`run_pass`."""
 
     def __init__(
         self,
         engine: AsyncEngine,
+        cells: CellPool,
         *,
         deploy_id: str | None = None,
         on_stored: Callable[[int], None] | None = None,
         batch_size: int = BATCH_SIZE,
     ) -> None:
         self.engine = engine
+        self.cells = cells
         self.deploy_id = deploy_id
         self.on_stored = on_stored
         self.batch_size = batch_size
         self.pass_id = uuid.uuid4()
 
-    async def run(
-        self, targets: Sequence[Target], probes: Sequence[Probe], client: httpx.AsyncClient | None = None
-    ) -> PassSummary:
+    async def run(self, targets: Sequence[Target], probes: Sequence[Probe]) -> PassSummary:
         """1. Record cells and probe versions. 2. Load the cells' reference outputs.
         3. Probe every (cell, probe) concurrently, bounded per cell. 4. Store in batches."""
         started = time.perf_counter()
@@ -149,34 +126,39 @@ class PassRunner:
         self.cell_names = {target_id: cell for cell, target_id in self.cell_ids.items()}
         summary = PassSummary(self.pass_id, {t.cell: CellSummary(t.cell) for t in targets})
         send, receive = anyio.create_memory_object_stream[RunResult](max_buffer_size=self.batch_size * 4)
-        async with http_clients(targets, client) as clients, anyio.create_task_group() as tg:
+        cells = await self.cells.get_all(targets)
+        async with anyio.create_task_group() as tg:
             tg.start_soon(self._write, receive, summary)
             async with send, anyio.create_task_group() as probing:
-                for target in targets:
-                    limiter = anyio.CapacityLimiter(target.concurrency)
-                    provider = get_provider(target.spec.provider, clients[target.cell])
-                    for probe in probes:
-                        probing.start_soon(self._probe, provider, target, probe, limiter, send)
+                for cell in cells:
+                    provider = get_provider(cell.target.spec.provider, cell.client)
+                    for index, probe in enumerate(probes):
+                        probing.start_soon(
+                            self._probe, provider, cell, probe, cell.target.session_key(index), send
+                        )
         summary.duration_s = time.perf_counter() - started
         return summary
 
     async def _probe(
         self,
         provider: Provider,
-        target: Target,
+        cell: Cell,
         probe: Probe,
-        limiter: anyio.CapacityLimiter,
+        session_key: str | None,
         send: ObjectSendStream[RunResult],
     ) -> None:
         """Send a probe ``repeat`` times, one after another so that repeats compare to one reference."""
+        target = cell.target
         target_id = self.cell_ids[target.cell]
         probe_pk = self.probe_ids[(probe.id, probe.version)]
         reference = self.references.get((target_id, probe_pk))
-        request = probe.request(request_mode(target), session_key=target.spec.session_key)
+        request = probe.request(request_mode(target), session_key=session_key)
         for repeat_index in range(probe.spec.repeat):
+            await cell.slot()
             started_at = datetime.now(UTC)
-            async with limiter:
+            async with cell.concurrency:
                 completion = await self._complete(provider, target, request)
+            cell.pause(completion.retry_after_s)
             establishes = completion.ok and reference is None and probe.spec.temperature == 0.0
             try:
                 scores = score_completion(probe, completion, ScoringContext(reference_text=reference))
@@ -245,10 +227,16 @@ async def run_pass(
     targets: Sequence[Target],
     probes: Sequence[Probe],
     *,
+    cells: CellPool | None = None,
     deploy_id: str | None = None,
     on_stored: Callable[[int], None] | None = None,
-    client: httpx.AsyncClient | None = None,
 ) -> PassSummary:
-    """Run every probe on every target once (``repeat`` times each) and store the results."""
-    runner = PassRunner(engine, deploy_id=deploy_id, on_stored=on_stored)
-    return await runner.run(targets, probes, client)
+    """Run every probe on every target once (``repeat`` times each) and store the results.
+
+    ``cells`` carries clients and limits across passes (the service keeps one); without it the
+    pass opens its own and closes them at the end.
+    """
+    if cells is not None:
+        return await PassRunner(engine, cells, deploy_id=deploy_id, on_stored=on_stored).run(targets, probes)
+    async with CellPool() as own:
+        return await PassRunner(engine, own, deploy_id=deploy_id, on_stored=on_stored).run(targets, probes)
