@@ -31,6 +31,7 @@ DEFAULT_PROBE_DIR = Path(__file__).resolve().parent.parent / "probes"
 KNOWN_SCORERS = frozenset(
     {
         "answered",
+        "routing",
         "unexpected_script",
         "code_syntax",
         "known_answer",

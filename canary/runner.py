@@ -160,8 +160,10 @@ class PassRunner:
                 completion = await self._complete(provider, target, request)
             cell.pause(completion.retry_after_s)
             establishes = completion.ok and reference is None and probe.spec.temperature == 0.0
+            pool = served_pool(target, completion)
+            context = ScoringContext(reference, expected_pool=target.spec.expected_pool, served_pool=pool)
             try:
-                scores = score_completion(probe, completion, ScoringContext(reference_text=reference))
+                scores = score_completion(probe, completion, context)
             except Exception as exc:  # a scorer bug must not lose the run itself
                 log.exception("scorer failed on %s %s", target.cell, probe.id)
                 scores = []
@@ -179,7 +181,7 @@ class PassRunner:
                     repeat_index=repeat_index,
                     session_key=request.session_key,
                     deploy_id=self.deploy_id,
-                    served_pool=served_pool(target, completion),
+                    served_pool=pool,
                     establishes_reference=establishes,
                 )
             )

@@ -15,6 +15,7 @@ from canary.scoring.code_syntax import CodeSyntaxScorer
 from canary.scoring.determinism import DeterminismScorer
 from canary.scoring.known_answer import KnownAnswerScorer
 from canary.scoring.long_context_recall import LongContextRecallScorer
+from canary.scoring.routing import RoutingScorer
 from canary.scoring.unexpected_script import UnexpectedScriptScorer
 
 SCORERS: dict[str, Scorer] = {
@@ -27,8 +28,11 @@ SCORERS: dict[str, Scorer] = {
         DeterminismScorer(),
         ArgmaxConformanceScorer(),
         LongContextRecallScorer(),
+        RoutingScorer(),
     )
 }
+
+UNIVERSAL = ("answered", "routing")
 
 
 def score_completion(
@@ -36,17 +40,18 @@ def score_completion(
 ) -> list[Score]:
     """Every applicable score for one successful completion (failed runs get none).
 
-    ``answered`` applies to every probe; the probe's own scorers follow. Probe files are
+    ``answered`` and ``routing`` (cell-level invariants) apply to every probe; the probe's own
+    scorers follow. Probe files are
     validated against the registered names at load, so an unknown name cannot reach here; it
     would be skipped rather than fail a pass.
     """
     if not completion.ok:
         return []
     context = context or ScoringContext()
-    scores = SCORERS["answered"].score(probe, completion, context)
+    scores = [s for name in UNIVERSAL for s in SCORERS[name].score(probe, completion, context)]
     for name in probe.spec.scorers:
         scorer = SCORERS.get(name)
-        if scorer is not None and name != "answered":
+        if scorer is not None and name not in UNIVERSAL:
             scores.extend(scorer.score(probe, completion, context))
     return scores
 

@@ -28,10 +28,13 @@ class ScoringContext:
     """What a scorer may know beyond the single completion.
 
     ``reference_text`` is the cell's stored reference output for this probe version (the first
-    successful temperature-0 answer), used by the determinism scorer.
+    successful temperature-0 answer), used by the determinism scorer. ``expected_pool`` is the
+    cell's configured pool and ``served_pool`` the pool its response named (routing scorer).
     """
 
     reference_text: str | None = None
+    expected_pool: str | None = None
+    served_pool: str | None = None
 
 
 class Scorer(Protocol):

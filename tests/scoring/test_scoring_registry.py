@@ -15,6 +15,7 @@ from canary.scoring import SCORERS, ScoringContext, score_completion
 CATALOG = load_catalog()
 METRICS = {
     "answered",
+    "routing",
     "unexpected_script",
     "code_syntax",
     "known_answer",
