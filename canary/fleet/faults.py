@@ -1,0 +1,132 @@
+"""Run-time fault state and the front-door router.
+
+:class:`FaultState` holds the current :class:`~canary.fleet.config.FaultSpec` per (fault,
+platform, pool). It is changed by ``POST /admin/faults`` and by scenarios while requests are
+being served, so readers take a snapshot (a dict replaced whole under a lock, never mutated).
+
+:func:`route` is a platform's front door: requests that fit the default (short-context) pool
+go there, longer ones to the long-context pool, and under a ``misroute`` fault a fraction of
+the short ones go to the wrong pool. The draw is a hash of the session key, so a session that
+is misrouted once is misrouted every time (and stays misrouted as the fraction grows), the
+stickiness the postmortem describes; without a session key each request draws afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from canary.fleet.config import FaultKind, FaultSpec, FleetConfig, PlatformSpec, PoolSpec, check_fault
+from canary.fleet.model import RowFaults
+
+CORRUPT_FOLLOW_UP_RATE = 0.02
+"""After its first corrupt token, a corrupted request gets another at this rate per step."""
+
+
+def unit_hash(*parts: str) -> float:
+    """A uniform number in [0, 1) fixed by ``parts``."""
+    digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2.0**64
+
+
+class FaultState:
+    """The fleet's current faults, safe to read from the engine while the admin API writes."""
+
+    def __init__(self, config: FleetConfig) -> None:
+        self.config = config
+        self._lock = threading.Lock()
+        self._faults: dict[tuple[str, str, str], FaultSpec] = {f.key: f for f in config.faults}
+        self.served: Counter[str] = Counter()  # "platform/pool/replica" -> requests
+        self.misrouted: Counter[str] = Counter()  # platform -> requests the router misrouted
+
+    def set(self, spec: FaultSpec) -> None:
+        """Install or replace a fault setting (ValueError if it names what the fleet lacks)."""
+        check_fault(self.config, spec)
+        with self._lock:
+            self._faults = {**self._faults, spec.key: spec}
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults = {}
+
+    def snapshot(self) -> list[FaultSpec]:
+        return list(self._faults.values())
+
+    def active(self, fault: FaultKind, platform: str, pool: str | None, model: str) -> FaultSpec | None:
+        """The enabled setting of ``fault`` that applies here, if any."""
+        spec = self._faults.get((fault, platform, pool or ""))
+        return spec if spec is not None and spec.applies_to(model) else None
+
+
+@dataclass(frozen=True)
+class Route:
+    pool: PoolSpec
+    replica: int  # 1-based, as in the x-served-replica header "short-context-2"
+    misrouted: bool = False
+
+    def replica_name(self) -> str:
+        return f"{self.pool.name}-{self.replica}"
+
+
+def pick_replica(pool: PoolSpec, platform: str, session_key: str | None, rng: np.random.Generator) -> int:
+    if session_key:
+        return 1 + int(unit_hash("replica", platform, pool.name, session_key) * pool.replicas)
+    return 1 + int(rng.integers(pool.replicas))
+
+
+def route(
+    state: FaultState,
+    platform: PlatformSpec,
+    model: str,
+    prompt_tokens: int,
+    session_key: str | None,
+    rng: np.random.Generator,
+) -> Route:
+    """The front door's choice of pool and replica for one request."""
+    short, long = platform.short_pool, platform.long_pool
+    if prompt_tokens > short.context_window:
+        return Route(long, pick_replica(long, platform.name, session_key, rng))
+    fault = state.active("misroute", platform.name, None, model)
+    if fault is not None and fault.fraction > 0:
+        draw = unit_hash("misroute", platform.name, session_key) if session_key else float(rng.random())
+        if draw < fault.fraction:
+            target = platform.pool(fault.pool or "") or long
+            if target.name != short.name:
+                return Route(target, pick_replica(target, platform.name, session_key, rng), misrouted=True)
+    return Route(short, pick_replica(short, platform.name, session_key, rng))
+
+
+def row_faults(
+    state: FaultState,
+    platform: str,
+    route_: Route,
+    model: str,
+    answer_tokens: int,
+    rng: np.random.Generator,
+) -> RowFaults:
+    """How the active faults touch one request served by ``route_``.
+
+    1. A misrouted request is degraded by the misroute fault's intensity.
+    2. Under ``corrupt``, a request is hit with probability ``intensity``: its first corrupt
+       token lands at a random step within the answer, later ones follow at a low rate.
+    3. Under ``topk_drop``, the engine drops the argmax at the configured batch sizes.
+    """
+    faults = RowFaults(rng=rng)
+    if route_.misrouted:
+        misroute = state.active("misroute", platform, None, model)
+        faults.degrade = misroute.intensity if misroute else 0.5
+    corrupt = state.active("corrupt", platform, route_.pool.name, model)
+    if corrupt is not None and rng.random() < corrupt.intensity:
+        horizon = max(answer_tokens, 1)
+        first = int(rng.integers(horizon))
+        later = np.flatnonzero(rng.random(horizon * 2) < CORRUPT_FOLLOW_UP_RATE) + first + 1
+        faults.corrupt_steps = frozenset([first, *later.tolist()])
+    drop = state.active("topk_drop", platform, route_.pool.name, model)
+    if drop is not None:
+        faults.drop_rate = drop.intensity
+        faults.drop_batch_sizes = drop.batch_sizes
+    return faults
