@@ -15,12 +15,13 @@ from scipy import special
 def _bernoulli_loglik(k: npt.NDArray[np.float64], n: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """Maximised Bernoulli log-likelihood ``k ln(k/n) + (n-k) ln(1-k/n)``, with ``0 ln 0 = 0``."""
     safe_n = np.maximum(n, 1.0)
-    return -(
-        special.xlogy(k, safe_n)
-        - special.xlogy(k, k)
-        + special.xlogy(n - k, safe_n)
-        - special.xlogy(n - k, n - k)
+    loglik = (
+        special.xlogy(k, k)
+        - special.xlogy(k, safe_n)
+        + special.xlogy(n - k, n - k)
+        - special.xlogy(n - k, safe_n)
     )
+    return np.asarray(loglik, dtype=np.float64)
 
 
 def change_point(
