@@ -19,6 +19,12 @@ from canary.errors import ConfigError, SecretError
 from canary.validation import read_toml, validate
 
 ProviderKind = Literal["openai-chat", "openai-completions", "anthropic", "bedrock", "vertex"]
+# The body shape a cloud platform target speaks; None picks one from model_id (resolved_api_format).
+ApiFormat = Literal["anthropic", "converse", "gemini"]
+API_FORMATS: dict[str, tuple[str, ...]] = {
+    "bedrock": ("anthropic", "converse"),
+    "vertex": ("anthropic", "gemini"),
+}
 ENV_PREFIX = "env:"
 
 
@@ -81,6 +87,7 @@ class TargetSpec(BaseModel):
     region: str | None = None
     project: str | None = None
     sessions: int = Field(default=0, ge=0, le=1024)
+    api_format: ApiFormat | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -94,6 +101,35 @@ class TargetSpec(BaseModel):
         if self.provider in ("openai-chat", "openai-completions", "anthropic") and not self.base_url:
             raise ValueError(f"provider '{self.provider}' needs 'base_url'")
         return self
+
+    @model_validator(mode="after")
+    def _cloud_platform(self) -> TargetSpec:
+        # Bedrock signs for a region and Vertex routes by one, so neither can guess it.
+        if self.provider in API_FORMATS and not self.region:
+            raise ValueError(f"provider '{self.provider}' needs 'region'")
+        if self.api_format is not None:
+            allowed = API_FORMATS.get(self.provider)
+            if allowed is None:
+                raise ValueError("'api_format' applies only to providers 'bedrock' and 'vertex'")
+            if self.api_format not in allowed:
+                choices = " or ".join(repr(a) for a in allowed)
+                raise ValueError(f"'api_format' for provider '{self.provider}' must be {choices}")
+        return self
+
+    def resolved_api_format(self) -> ApiFormat:
+        """The configured ``api_format``, else one chosen from ``model_id``.
+
+        Anthropic models (``anthropic.…``, ``…claude…``) use the Messages body on both platforms;
+        Gemini models use generateContent; anything else on Bedrock uses the Converse API.
+        """
+        if self.api_format is not None:
+            return self.api_format
+        model_id = self.model_id.lower()
+        if "anthropic." in model_id or "claude" in model_id:
+            return "anthropic"
+        if self.provider == "vertex":
+            return "gemini"
+        return "converse"
 
 
 class Defaults(BaseModel):

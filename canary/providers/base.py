@@ -8,9 +8,11 @@ each becomes a failed Completion with a :class:`FailureReason`.
 
 from __future__ import annotations
 
+import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
@@ -27,6 +29,32 @@ ERROR_SNIPPET_CHARS = 300
 
 class SchemaError(ValueError):
     """The body is JSON but not the shape the API documents."""
+
+
+class PrepareError(Exception):
+    """A request could not be built before sending: no cloud credentials, no region or project.
+
+    :meth:`Provider.complete` turns it into a failed run with ``reason`` (the message must
+    never contain a secret).
+    """
+
+    def __init__(self, message: str, reason: FailureReason = FailureReason.CLIENT_ERROR) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRequest:
+    """The exact bytes to send: platforms that sign requests (SigV4) sign these and nothing else."""
+
+    url: str
+    headers: dict[str, str]
+    content: bytes
+
+
+def json_bytes(body: Any) -> bytes:
+    """A JSON body serialised as httpx's ``json=`` does, so the bytes sent are the bytes signed."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
 class Provider(ABC):
@@ -69,17 +97,41 @@ class Provider(ABC):
             return FailureReason.SERVER_ERROR
         return FailureReason.CLIENT_ERROR
 
-    async def complete(self, target: Target, request: ProbeRequest) -> Completion:
-        """Send one request; always returns a Completion, failed or not."""
+    def classify_response(self, response: httpx.Response, data: Any) -> FailureReason:
+        """Like :meth:`classify_error`, for platforms whose error type is in a header."""
+        return self.classify_error(response.status_code, data)
+
+    def describe_error(self, response: httpx.Response, data: Any) -> str | None:
+        """Like :meth:`error_message`, for platforms whose error type is in a header."""
+        return self.error_message(data)
+
+    def retry_after_s(self, response: httpx.Response, data: Any) -> float | None:
+        """When the server asks to be retried, from ``retry-after`` (platforms add body hints)."""
+        return retry_after(response.headers)
+
+    async def prepare(self, target: Target, request: ProbeRequest) -> PreparedRequest:
+        """The URL, headers and body bytes to send; cloud platforms add auth here.
+
+        May raise :class:`PrepareError` (missing credentials), which becomes a failed run.
+        """
         headers = {**target.resolved_headers(), **self.headers(target), "content-type": "application/json"}
         if request.session_key:
             headers[SESSION_HEADER] = request.session_key
+        return PreparedRequest(self.url(target, request), headers, json_bytes(self.body(target, request)))
+
+    async def complete(self, target: Target, request: ProbeRequest) -> Completion:
+        """Send one request; always returns a Completion, failed or not."""
+        try:
+            prepared = await self.prepare(target, request)
+        except PrepareError as exc:
+            return Completion.failed(exc.reason, str(exc)[:ERROR_SNIPPET_CHARS])
+        # Latency is the server's: credential look-ups and signing happen before the clock starts.
         started = time.perf_counter()
         try:
             response = await self.client.post(
-                self.url(target, request),
-                json=self.body(target, request),
-                headers=headers,
+                prepared.url,
+                content=prepared.content,
+                headers=prepared.headers,
                 timeout=target.timeout_s,
             )
         except httpx.TimeoutException as exc:
@@ -104,14 +156,14 @@ class Provider(ABC):
         except ValueError:
             data = None
         if not response.is_success:
-            message = self.error_message(data) or response.text[:ERROR_SNIPPET_CHARS]
+            message = self.describe_error(response, data) or response.text[:ERROR_SNIPPET_CHARS]
             return Completion.failed(
-                self.classify_error(response.status_code, data),
+                self.classify_response(response, data),
                 f"HTTP {response.status_code}: {message}"[:ERROR_SNIPPET_CHARS],
                 http_status=response.status_code,
                 latency_s=latency,
                 served_by=served_by,
-                retry_after_s=retry_after(response.headers),
+                retry_after_s=self.retry_after_s(response, data),
             )
         if data is None:
             return Completion.failed(
