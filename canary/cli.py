@@ -157,3 +157,4 @@ def db_downgrade(config_path: Path, data_dir: Path | None, revision: str) -> Non
 # --- Command registration: each subsystem's commands live in its own module. -----------------
 # Modules registered here must not import JAX at import time (only inside the command body).
 from canary.sampler_check import sampler_check_command; main.add_command(sampler_check_command)  # noqa: E402, E702, I001
+from canary.fleet.cli import fleet_command; main.add_command(fleet_command)  # noqa: E402, E702, I001

@@ -18,6 +18,7 @@ import uvicorn
 
 from canary.catalog import Catalog
 from canary.fleet.config import FaultSpec, FleetConfig
+from canary.fleet.scenario import Clock, Scenario, ScenarioClock, ScenarioRunner
 from canary.fleet.server import Fleet, build_app
 
 STARTUP_TIMEOUT_S = 30.0
@@ -44,6 +45,24 @@ class RunningFleet:
 
     def clear_faults(self) -> None:
         self.fleet.state.clear()
+
+    def start_scenario(
+        self, scenario: Scenario, clock: Clock | None = None, *, seconds_per_day: float | None = None
+    ) -> ScenarioRunner:
+        """Replay ``scenario`` against this fleet from now on (a real-time clock unless given).
+
+        With a :class:`~canary.fleet.scenario.ManualClock`, call ``runner.step()`` after each
+        ``clock.advance()``; with the default clock a background thread applies the events.
+        """
+        if clock is None:
+            clock = ScenarioClock(seconds_per_day or scenario.seconds_per_day)
+        runner = ScenarioRunner(scenario, self.fleet.state, clock)
+        self.fleet.scenario = runner
+        if isinstance(clock, ScenarioClock):
+            runner.start()
+        else:
+            runner.step()
+        return runner
 
     def stop(self) -> None:
         if self.fleet.scenario is not None:
