@@ -33,6 +33,7 @@ from canary.store import RunResult, load_references, sync_probes, sync_targets, 
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 256
+SHUTDOWN_WRITE_S = 10.0  # how long a cancelled pass may spend storing what it has
 
 
 @dataclass
@@ -114,6 +115,7 @@ class PassRunner:
         self.on_stored = on_stored
         self.batch_size = batch_size
         self.pass_id = uuid.uuid4()
+        self.leftovers: list[RunResult] = []  # results to store when the pass is cancelled
 
     async def run(self, targets: Sequence[Target], probes: Sequence[Probe]) -> PassSummary:
         """1. Record cells and probe versions. 2. Load the cells' reference outputs.
@@ -127,15 +129,19 @@ class PassRunner:
         summary = PassSummary(self.pass_id, {t.cell: CellSummary(t.cell) for t in targets})
         send, receive = anyio.create_memory_object_stream[RunResult](max_buffer_size=self.batch_size * 4)
         cells = await self.cells.get_all(targets)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._write, receive, summary)
-            async with send, anyio.create_task_group() as probing:
-                for cell in cells:
-                    provider = get_provider(cell.target.spec.provider, cell.client)
-                    for index, probe in enumerate(probes):
-                        probing.start_soon(
-                            self._probe, provider, cell, probe, cell.target.session_key(index), send
-                        )
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._write, receive, summary)
+                async with send, anyio.create_task_group() as probing:
+                    for cell in cells:
+                        provider = get_provider(cell.target.spec.provider, cell.client)
+                        for index, probe in enumerate(probes):
+                            key = cell.target.session_key(index)
+                            probing.start_soon(self._probe, provider, cell, probe, key, send)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_WRITE_S):
+                await self._store(self.leftovers)
+            raise
         summary.duration_s = time.perf_counter() - started
         return summary
 
@@ -155,9 +161,31 @@ class PassRunner:
         request = probe.request(request_mode(target), session_key=session_key)
         for repeat_index in range(probe.spec.repeat):
             await cell.slot()
-            started_at = datetime.now(UTC)
             async with cell.concurrency:
-                completion = await self._complete(provider, target, request)
+                started_at = datetime.now(UTC)
+                try:
+                    completion = await self._complete(provider, target, request)
+                except anyio.get_cancelled_exc_class():
+                    # Shutdown mid-request: the run is recorded as cancelled, not silently lost.
+                    latency = (datetime.now(UTC) - started_at).total_seconds()
+                    cancelled = Completion.failed(
+                        FailureReason.CANCELLED,
+                        "shut down while the request was in flight",
+                        latency_s=latency,
+                    )
+                    self.leftovers.append(
+                        RunResult(
+                            self.pass_id,
+                            target_id,
+                            probe_pk,
+                            started_at,
+                            cancelled,
+                            repeat_index=repeat_index,
+                            session_key=request.session_key,
+                            deploy_id=self.deploy_id,
+                        )
+                    )
+                    raise
             cell.pause(completion.retry_after_s)
             establishes = completion.ok and reference is None and probe.spec.temperature == 0.0
             pool = served_pool(target, completion)
@@ -195,22 +223,37 @@ class PassRunner:
             return Completion.failed(FailureReason.INTERNAL, f"{type(exc).__name__}: {exc}"[:300])
 
     async def _write(self, receive: ObjectReceiveStream[RunResult], summary: PassSummary) -> None:
-        """Store results in batches: block for the first, then take whatever else is queued."""
+        """Store results in batches: block for the first, then take whatever else is queued.
+
+        A batch being written when the pass is cancelled is finished (shielded), so nothing is
+        half-written; results still queued are handed to the pass's leftovers.
+        """
         async with receive:
-            async for first in receive:
-                batch = [first]
-                while len(batch) < self.batch_size:
+            try:
+                async for first in receive:
+                    batch = [first]
+                    while len(batch) < self.batch_size:
+                        try:
+                            batch.append(receive.receive_nowait())
+                        except (anyio.WouldBlock, anyio.EndOfStream):
+                            break
+                    with anyio.CancelScope(shield=True):
+                        await self._store(batch)
+                    for result in batch:
+                        summary.cells[self.cell_names[result.target_id]].add(result)
+                    if self.on_stored:
+                        self.on_stored(len(batch))
+            except anyio.get_cancelled_exc_class():
+                while True:
                     try:
-                        batch.append(receive.receive_nowait())
+                        self.leftovers.append(receive.receive_nowait())
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
-                await self._store(batch)
-                for result in batch:
-                    summary.cells[self.cell_names[result.target_id]].add(result)
-                if self.on_stored:
-                    self.on_stored(len(batch))
+                raise
 
     async def _store(self, batch: list[RunResult]) -> None:
+        if not batch:
+            return
         # A database restart or failover mid-pass is retried; results are only dropped if it stays down.
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(OperationalError),

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PURE = [ROOT / "canary" / "scoring", ROOT / "canary" / "stats.py", ROOT / "canary" / "verdicts.py"]
+PURE = [ROOT / "canary" / "scoring", ROOT / "canary" / "stats", ROOT / "canary" / "verdicts.py"]
 IO_MODULES = {"sqlalchemy", "httpx", "anyio", "psycopg", "asyncio", "socket", "requests"}
 
 

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -185,3 +186,26 @@ def test_cli_pass_never_writes_the_secret_to_database_or_logs(
     engine.dispose()
     assert len(dumped) > 16
     assert not [row for row in dumped if SECRET in row]
+
+
+async def test_a_cancelled_pass_records_in_flight_runs_as_cancelled(
+    engine: AsyncEngine, upstream: ThreadedServer, tmp_path: Path
+) -> None:
+    """Shutdown mid-pass: requests in flight are stored as cancelled; nothing is half-written."""
+    (tmp_path / "probes").mkdir()
+    (tmp_path / "probes" / "basic.toml").write_text(PROBES)
+    config_text = 'probes_dir = "probes"\n' + cell(
+        "slow", "openai-chat", f"{upstream.url}/v1", "slow"
+    ).replace('api_key = "env:CANARY_TEST_SECRET"\n', "")
+    (tmp_path / "canary.toml").write_text(config_text)
+    config = load_config(tmp_path / "canary.toml")
+    probes = load_catalog(config.probes_dir).probes
+    with anyio.move_on_after(0.5):
+        await run_pass(engine, config.targets, probes)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(sa.text("SELECT status, reason, repeat_index FROM runs"))).all()
+    # Both probes were in flight (the upstream sleeps 2 s); the repeats after the first never started.
+    assert sorted((r.status, r.reason, r.repeat_index) for r in rows) == [
+        ("error", "cancelled", 0),
+        ("error", "cancelled", 0),
+    ]
