@@ -69,13 +69,15 @@ class AnswerBook:
                 code=s.code_language is not None,
                 allowed_scripts=s.allowed_scripts,
             )
-            for prompt in (s.prompt, f"{s.prompt}\n\n", s.completion_prompt):
-                if prompt:
-                    self.by_prompt.setdefault(prompt, answer)
+            # The rendered prompts (haystack included for needle probes) are what providers send.
+            chat = getattr(probe, "prompt", s.prompt)
+            completion = getattr(probe, "completion_prompt", s.completion_prompt or f"{s.prompt}\n\n")
+            for prompt in (chat, f"{chat}\n\n", s.prompt):
+                self.by_prompt.setdefault(prompt, answer)
             if s.completion_prompt and not s.reference_answer[:1].isspace():
                 # A base model continues "Q: …\nA:" with a space before the answer.
-                spaced = replace(answer, key=f"{probe.id}#completion", text=f" {s.reference_answer}")
-                self.by_prompt[s.completion_prompt] = spaced
+                answer = replace(answer, key=f"{probe.id}#completion", text=f" {s.reference_answer}")
+            self.by_prompt.setdefault(completion, answer)
 
     def texts(self) -> list[str]:
         return [a.text for a in self.by_prompt.values()] + list(GENERIC_ANSWERS)
