@@ -39,9 +39,7 @@ try:
     from botocore.credentials import Credentials, ReadOnlyCredentials, RefreshableCredentials
     from botocore.exceptions import BotoCoreError, ClientError
 except ImportError as exc:  # an optional extra: say which one, not just "No module named botocore"
-    raise ImportError(
-        "provider 'bedrock' needs botocore: pip install 'llm-quality-canary[bedrock]'"
-    ) from exc
+    raise ImportError("provider 'bedrock' needs botocore: pip install 'llm-quality-canary[bedrock]'") from exc
 
 BEDROCK_ANTHROPIC_VERSION = "bedrock-2023-05-31"
 SIGNING_NAME = "bedrock"  # the SigV4 service name of bedrock-runtime (its service model's signingName)
