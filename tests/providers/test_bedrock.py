@@ -73,7 +73,7 @@ INVOKE_RESPONSE = {
     "type": "message",
     "role": "assistant",
     "model": "claude-3-haiku-20240307",
-    "content": [{"type": "text", "text": "A 'hello world' program demonstrates the basic syntax of a language."}],
+    "content": [{"type": "text", "text": "A 'hello world' program shows a language's basic syntax."}],
     "stop_reason": "end_turn",
     "stop_sequence": None,
     "usage": {"input_tokens": 21, "output_tokens": 16},
@@ -111,10 +111,10 @@ CONVERSE_RESPONSE = {
 ERROR_TYPE_SUFFIX = ":http://internal.amazon.com/coral/com.amazon.bedrock/"
 ERRORS: dict[str, tuple[int, str, str]] = {
     "throttled": (429, "ThrottlingException", "Too many requests, please wait before trying again."),
-    "quota": (400, "ServiceQuotaExceededException", "Your request exceeds the service quota for your account."),
+    "quota": (400, "ServiceQuotaExceededException", "Your request exceeds the service quota."),
     "notready": (429, "ModelNotReadyException", "The model is not ready to serve inference requests."),
-    "invalid": (400, "ValidationException", "Malformed input request: #: extraneous key [foo] is not permitted"),
-    "denied": (403, "AccessDeniedException", "You don't have access to the model with the specified model ID."),
+    "invalid": (400, "ValidationException", "Malformed input request: extraneous key [foo]"),
+    "denied": (403, "AccessDeniedException", "You don't have access to the model with this ID."),
     "modeltimeout": (408, "ModelTimeoutException", "Model has timed out in processing the request."),
     "internal": (500, "InternalServerException", "The server encountered an internal error."),
     "unavailable": (503, "ServiceUnavailableException", "Bedrock is unable to process your request."),
@@ -170,7 +170,9 @@ class LoopbackBedrock:
         problem = self.signature_problem(request, body)
         if problem:
             return JSONResponse(
-                {"message": problem}, status_code=403, headers={"x-amzn-errortype": "InvalidSignatureException"}
+                {"message": problem},
+                status_code=403,
+                headers={"x-amzn-errortype": "InvalidSignatureException"},
             )
         model = request.path_params["path"].split("/")[1]  # path params arrive decoded
         if model in ERRORS:
@@ -299,7 +301,10 @@ def test_default_endpoint_and_path_match_botocores_own_client(aws_keys: pytest.M
         client.invoke_model(modelId=CLAUDE, body=b"{}", contentType="application/json")
     ours = BedrockProvider(httpx.AsyncClient()).url(target(), INVOKE_REQUEST)
     assert ours == sent[0].url
-    assert ours == "https://bedrock-runtime.us-east-1.amazonaws.com/model/anthropic.claude-3-haiku-20240307-v1%3A0/invoke"
+    assert (
+        ours
+        == "https://bedrock-runtime.us-east-1.amazonaws.com/model/anthropic.claude-3-haiku-20240307-v1%3A0/invoke"
+    )
 
 
 def test_bedrock_without_region_is_a_config_error() -> None:
@@ -309,7 +314,8 @@ def test_bedrock_without_region_is_a_config_error() -> None:
 
 
 def test_api_format_the_platform_does_not_speak_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="'api_format' for provider 'bedrock' must be 'anthropic' or 'converse'"):
+    expected = "'api_format' for provider 'bedrock' must be 'anthropic' or 'converse'"
+    with pytest.raises(ConfigError, match=expected):
         target(api_format="gemini")
 
 
@@ -474,7 +480,7 @@ async def test_throttling_honours_retry_after(bedrock, aws_keys) -> None:  # typ
     ("headers", "body", "reason"),
     [
         # the error type may come only in the body, as "__type" with a namespace prefix
-        ({}, {"__type": "com.amazon.coral.service#ThrottlingException", "message": "slow down"}, "rate_limited"),
+        ({}, {"__type": "com.amazon.coral#ThrottlingException", "message": "slow down"}, "rate_limited"),
         ({"x-amzn-errortype": "ServiceQuotaExceededException"}, {"Message": "quota"}, "rate_limited"),
         ({}, {"message": "Bad request"}, "client_error"),
     ],
