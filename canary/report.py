@@ -32,5 +32,11 @@ def pass_table(summary: PassSummary) -> Table:
     return table
 
 
+def wide_console() -> Console:
+    """A console that does not squeeze the table to 80 columns when output is piped."""
+    console = Console()
+    return console if console.is_terminal else Console(width=240)
+
+
 def print_pass(summary: PassSummary, console: Console | None = None) -> None:
-    (console or Console()).print(pass_table(summary))
+    (console or wide_console()).print(pass_table(summary))
