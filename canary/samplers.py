@@ -102,6 +102,18 @@ def inverse_cdf_sample(key: jax.Array, probs: jax.Array, kept: jax.Array) -> jax
     return jnp.minimum(drawn, last).astype(jnp.int32)
 
 
+def scaled_logits(x: jax.Array, kept: jax.Array, temperature: jax.Array) -> jax.Array:
+    """``(x - max) / T`` over the kept tokens, ``-inf`` elsewhere (T = 1 for greedy rows).
+
+    Subtracting the max *before* dividing keeps the differences exact: at logits near 1e4,
+    ``x / T`` alone rounds each logit by ~0.004 and moves probabilities by ~0.4 %, enough to
+    cut a token the top-p set needs.
+    """
+    t = jnp.where(temperature > 0, temperature, 1.0)[:, None]
+    top = jnp.max(jnp.where(kept, x, -jnp.inf), axis=-1, keepdims=True)
+    return jnp.where(kept, (x - top) / t, -jnp.inf)
+
+
 def _finish(
     x: jax.Array,
     key: jax.Array,
@@ -111,8 +123,7 @@ def _finish(
     greedy: jax.Array,
 ) -> tuple[jax.Array, jax.Array]:
     """Temperature, top-p over the top-k set, sampling, and the greedy switch (shared tail)."""
-    t = jnp.where(temperature > 0, temperature, 1.0)[:, None]
-    probs = jax.nn.softmax(jnp.where(kept_k, x / t, -jnp.inf), axis=-1)
+    probs = jax.nn.softmax(scaled_logits(x, kept_k, temperature), axis=-1)
     kept = kept_k & top_p_mask(x, probs, top_p)
     sampled = inverse_cdf_sample(key, probs, kept)
     return jnp.where(temperature > 0, sampled, greedy).astype(jnp.int32), kept
@@ -181,12 +192,13 @@ def renormalised_top_p_sample(
     t = jnp.where(temperature > 0, temperature, 1.0)[:, None]
     window = min(RENORM_WINDOW, x.shape[-1])
     vals, idx = lax.top_k(jnp.where(kept_k, x, -jnp.inf), window)
-    wprobs = jax.nn.softmax(vals / t, axis=-1)  # the defect: mass outside the window is forgotten
+    # The defect: renormalising over the window forgets the mass outside it.
+    wprobs = jax.nn.softmax((vals - vals[:, :1]) / t, axis=-1)
     before = jnp.cumsum(wprobs, axis=-1) - wprobs
     rows = jnp.arange(x.shape[0])[:, None]
     in_p = jnp.zeros(x.shape, bool).at[rows, idx].set(before < top_p[:, None])
     kept = kept_k & (in_p | (top_p[:, None] >= 1.0))
-    probs = jax.nn.softmax(jnp.where(kept_k, x / t, -jnp.inf), axis=-1)
+    probs = jax.nn.softmax(scaled_logits(x, kept_k, temperature), axis=-1)
     sampled = inverse_cdf_sample(key, probs, kept)
     greedy = jnp.argmax(x, axis=-1)
     return jnp.where(temperature > 0, sampled, greedy).astype(jnp.int32), kept
