@@ -11,6 +11,8 @@ from __future__ import annotations
 import hmac
 import json
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -490,3 +492,11 @@ def test_error_type_is_read_from_header_or_body(headers, body, reason) -> None: 
     response = httpx.Response(400, headers=headers, json=body)
     assert provider.classify_response(response, body) == reason
     assert provider.describe_error(response, body)
+
+
+def test_without_the_extra_the_import_error_names_it() -> None:
+    """``sys.modules[name] = None`` makes an import fail as if the package were not installed."""
+    code = "import sys; sys.modules['botocore'] = None; import canary.providers.bedrock"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 1
+    assert "pip install 'llm-quality-canary[bedrock]'" in result.stderr

@@ -10,6 +10,8 @@ real ``google.auth.default`` chain and a real token refresh run, all on loopback
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -569,3 +571,11 @@ async def test_an_invalid_token_is_unauthenticated_client_error(vertex) -> None:
         c = await provider.complete(target(CLAUDE, server.url), RAW_PREDICT_REQUEST)
     assert c.reason is FailureReason.CLIENT_ERROR and c.http_status == 401
     assert "UNAUTHENTICATED" in (c.error or "")
+
+
+def test_without_the_extra_the_import_error_names_it() -> None:
+    """``sys.modules[name] = None`` makes an import fail as if the package were not installed."""
+    code = "import sys; sys.modules['google.auth'] = None; import canary.providers.vertex"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 1
+    assert "pip install 'llm-quality-canary[vertex]'" in result.stderr
