@@ -21,10 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from canary.fleet.config import FaultKind, FaultSpec, FleetConfig, PlatformSpec, PoolSpec, check_fault
-from canary.fleet.model import RowFaults
+from canary.fleet.model import AnswerPlan, RowFaults
 
-CORRUPT_FOLLOW_UP_RATE = 0.02
-"""After its first corrupt token, a corrupted request gets another at this rate per step."""
+FOLLOW_UP_RATE = 0.03
+"""After its first corrupt token or confused step, a request gets more at this rate per step."""
+LONG_CONTEXT_DEGRADE_FACTOR = 1.5
+"""Needle probes lose their way more often when misrouted (worse recall)."""
 
 
 def unit_hash(*parts: str) -> float:
@@ -100,31 +102,43 @@ def route(
     return Route(short, pick_replica(short, platform.name, session_key, rng))
 
 
+def _episode_steps(horizon: int, rng: np.random.Generator, first: int | None = None) -> frozenset[int]:
+    """A first step (uniform within the answer unless given), then follow-ups at :data:`FOLLOW_UP_RATE`."""
+    first = int(rng.integers(horizon)) if first is None else first
+    later = np.flatnonzero(rng.random(horizon * 2) < FOLLOW_UP_RATE) + first + 1
+    return frozenset([first, *later.tolist()])
+
+
 def row_faults(
     state: FaultState,
     platform: str,
     route_: Route,
     model: str,
-    answer_tokens: int,
+    plan: AnswerPlan,
     rng: np.random.Generator,
 ) -> RowFaults:
     """How the active faults touch one request served by ``route_``.
 
-    1. A misrouted request is degraded by the misroute fault's intensity.
+    1. A misrouted request has flatter logits, and with probability ``intensity`` (higher for
+       needle probes) it loses its way: at a random step within the answer an alternative
+       overtakes the reference, and more such steps follow at a low rate.
     2. Under ``corrupt``, a request is hit with probability ``intensity``: its first corrupt
        token lands at a random step within the answer, later ones follow at a low rate.
     3. Under ``topk_drop``, the engine drops the argmax at the configured batch sizes.
     """
     faults = RowFaults(rng=rng)
+    horizon = max(len(plan.ref) - 1, 1)  # the answer's tokens, EOS excluded
     if route_.misrouted:
         misroute = state.active("misroute", platform, None, model)
         faults.degrade = misroute.intensity if misroute else 0.5
+        chance = faults.degrade * (LONG_CONTEXT_DEGRADE_FACTOR if plan.long_context else 1.0)
+        if rng.random() < chance:
+            # A wrong word or digit, not a stray comma: that is what loses an answer or a needle.
+            first = int(rng.choice(plan.content)) if len(plan.content) else None
+            faults.confused_steps = _episode_steps(horizon, rng, first)
     corrupt = state.active("corrupt", platform, route_.pool.name, model)
     if corrupt is not None and rng.random() < corrupt.intensity:
-        horizon = max(answer_tokens, 1)
-        first = int(rng.integers(horizon))
-        later = np.flatnonzero(rng.random(horizon * 2) < CORRUPT_FOLLOW_UP_RATE) + first + 1
-        faults.corrupt_steps = frozenset([first, *later.tolist()])
+        faults.corrupt_steps = _episode_steps(horizon, rng)
     drop = state.active("topk_drop", platform, route_.pool.name, model)
     if drop is not None:
         faults.drop_rate = drop.intensity

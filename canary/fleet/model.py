@@ -99,7 +99,8 @@ class AnswerPlan:
     alts: np.ndarray  # [L, ALTERNATIVES]
     alt_gap: np.ndarray  # [L, ALTERNATIVES] how far below the reference each alternative is
     corrupt_pool: np.ndarray  # ids the corrupt fault may push up for this answer
-    confusion: float  # how easily a misrouted request loses its way (higher for long contexts)
+    long_context: bool  # a needle probe: misrouting loses the needle more often
+    content: np.ndarray  # positions of words and digits (not spaces or punctuation)
 
 
 @dataclass
@@ -107,6 +108,7 @@ class RowFaults:
     """How faults touch one request; all zero for a healthy request."""
 
     degrade: float = 0.0  # misrouted onto a pool configured for another context window
+    confused_steps: frozenset[int] = frozenset()  # steps where a degraded request loses its way
     corrupt_steps: frozenset[int] = frozenset()
     drop_rate: float = 0.0  # topk_drop: chance per step that the argmax is dropped
     drop_batch_sizes: tuple[int, ...] = ()
@@ -157,8 +159,9 @@ class SyntheticModel:
         else:
             scripts = [s for s in ("Thai", "Han", "Hangul") if s not in answer.allowed_scripts]
             corrupt = np.concatenate([v.rare_by_script[s] for s in scripts[:2] or ["Thai"]])
-        confusion = 0.5 if answer.long_context else 0.25
-        return AnswerPlan(ref, margin, alts, gap, corrupt, confusion)
+        kinds = [script_class(v.tokens[t]) for t in ref[:-1].tolist()]
+        content = np.array([i for i, k in enumerate(kinds) if k not in ("space", "punct")], dtype=np.int32)
+        return AnswerPlan(ref, margin, alts, gap, corrupt, answer.long_context, content)
 
     def logits(self, plan: AnswerPlan, pos: int, step: int, faults: RowFaults, out: np.ndarray) -> None:
         """Write the logits for one row at answer position ``pos`` (decoding step ``step``) into ``out``.
@@ -166,8 +169,9 @@ class SyntheticModel:
         1. Start from the model's background tail.
         2. Put the reference token ``margin`` above the tail's log-sum-exp and the
            alternatives a little below the reference.
-        3. A misrouted request (``degrade`` > 0) has smaller margins and, now and then, an
-           alternative that overtakes the reference: wrong words, wrong answers, lost needles.
+        3. A misrouted request (``degrade`` > 0) has smaller margins (more entropy), and at its
+           confused steps an alternative overtakes the reference: wrong words, wrong answers,
+           lost needles.
         4. At a corrupt step a rare-script or code-breaking token overtakes everything.
         """
         i = min(pos, len(plan.ref) - 1)
@@ -180,7 +184,7 @@ class SyntheticModel:
         top = self.tail_lse + margin
         out[plan.alts[i]] = top - gaps
         out[plan.ref[i]] = top
-        if faults.degrade > 0.0 and faults.rng.random() < plan.confusion * faults.degrade:
+        if step in faults.confused_steps:
             out[plan.alts[i][int(faults.rng.integers(ALTERNATIVES))]] = top + faults.rng.uniform(0.2, 1.5)
         if step in faults.corrupt_steps:
             token = plan.corrupt_pool[int(faults.rng.integers(len(plan.corrupt_pool)))]

@@ -105,7 +105,7 @@ class Fleet:
             chosen = Route(spec, pick_replica(spec, platform.name, session, rng))
         answer = self.book.lookup(request.prompt)
         plan = model.plan(answer)
-        faults = row_faults(self.state, platform.name, chosen, model.spec.name, len(plan.ref), rng)
+        faults = row_faults(self.state, platform.name, chosen, model.spec.name, plan, rng)
         top_k = min((k for k in (chosen.pool.top_k, request.top_k) if k > 0), default=0)
         job = GenerationRequest(
             model=model,

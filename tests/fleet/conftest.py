@@ -7,10 +7,10 @@ test so no test sees another's faults.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
-from fleetkit import PassResult, probe_cells_async, targets_for
+from fleetkit import PassResult, ProbeCells, probe_cells_async, targets_for
 
 from canary.catalog import Catalog, Probe, load_catalog
 from canary.fleet import default_fleet_config
@@ -33,9 +33,6 @@ def fleet(running_fleet: RunningFleet) -> Iterator[RunningFleet]:
     running_fleet.clear_faults()
     yield running_fleet
     running_fleet.clear_faults()
-
-
-ProbeCells = Callable[..., PassResult]
 
 
 @pytest.fixture

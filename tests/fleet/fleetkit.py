@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +72,9 @@ async def probe_cells_async(
 
         await asyncio.gather(*(one(t, p, k) for t in targets for p in probes for k in range(repeat)))
     return result
+
+
+ProbeCells = Callable[..., PassResult]
 
 
 def select(catalog: Catalog, *, sets: tuple[str, ...] = (), scorer: str | None = None) -> list[Probe]:
