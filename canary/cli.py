@@ -158,3 +158,4 @@ def db_downgrade(config_path: Path, data_dir: Path | None, revision: str) -> Non
 # Modules registered here must not import JAX at import time (only inside the command body).
 from canary.sampler_check import sampler_check_command; main.add_command(sampler_check_command)  # noqa: E402, E702, I001
 from canary.fleet.cli import fleet_command; main.add_command(fleet_command)  # noqa: E402, E702, I001
+from canary.service_cli import deploy_group, serve_command, verdict_command; main.add_command(serve_command); main.add_command(deploy_group); main.add_command(verdict_command)  # noqa: E402, E702, I001, E501

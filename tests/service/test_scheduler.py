@@ -1,0 +1,137 @@
+"""The scheduler against a real loopback upstream and PostgreSQL: isolation, misfires, shutdown."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from canary.cells import CellPool
+from canary.metrics import ServiceMetrics
+from canary.scheduler import ProbeScheduler, ScheduleSpec, Shard, plan_jobs
+from tests.service.conftest import MakeConfig, Upstream, count_runs, eventually
+
+pytestmark = pytest.mark.anyio
+
+
+def value(metrics: ServiceMetrics, name: str) -> float:
+    return metrics.registry.get_sample_value(name) or 0.0
+
+
+async def test_a_hanging_cell_does_not_starve_fast_cells(
+    engine: AsyncEngine, make_config: MakeConfig, upstream: tuple[Upstream, object]
+) -> None:
+    up = upstream[0]
+    up.gate.clear()
+    config, catalog = make_config({"stuck": "hang", "fast1": "ok", "fast2": "ok"}, interval_s=0.2)
+    spec = ScheduleSpec(start_spread_s=0, pass_timeout_s=120)
+    metrics = ServiceMetrics()
+    async with CellPool() as cells:
+        scheduler = ProbeScheduler(
+            engine, cells, plan_jobs(config.targets, catalog, Shard(), spec), spec, metrics
+        )
+        scheduler.start()
+        try:
+            await eventually(lambda: up.waiting >= 1, "the stuck cell's request reached the upstream")
+            for cell in ("m/p/fast1", "m/p/fast2"):
+                await eventually(lambda c=cell: _at_least(engine, c, 5), f"{cell} kept being probed")
+            assert await count_runs(engine, "m/p/stuck") == 0
+            # The stuck cell's job is still running, so its later beats were skipped, not stacked up.
+            await eventually(
+                lambda: value(metrics, "canary_scheduler_overlaps_total") >= 1, "overlap counted"
+            )
+            assert up.waiting == 1
+        finally:
+            up.gate.set()
+            await scheduler.shutdown(grace_s=30)
+    assert await count_runs(engine, "m/p/stuck", "AND r.status = 'ok'") == 1
+
+
+async def _at_least(engine: AsyncEngine, cell: str, n: int) -> bool:
+    return await count_runs(engine, cell) >= n
+
+
+async def test_runs_missed_beyond_the_grace_time_are_counted_and_not_run_late(
+    engine: AsyncEngine, make_config: MakeConfig
+) -> None:
+    config, catalog = make_config({"a": "ok", "b": "ok"}, interval_s=3600)
+    spec = ScheduleSpec(start_spread_s=0, misfire_grace_s=1)
+    metrics = ServiceMetrics()
+    async with CellPool() as cells:
+        scheduler = ProbeScheduler(
+            engine, cells, plan_jobs(config.targets, catalog, Shard(), spec), spec, metrics
+        )
+        scheduler.start(now=datetime.now(UTC) - timedelta(minutes=10))  # as if the loop had stalled
+        try:
+            await eventually(
+                lambda: value(metrics, "canary_scheduler_missed_runs_total") == 2, "misses counted"
+            )
+            next_runs = [job.next_run_time for job in scheduler.scheduler.get_jobs()]
+            assert all(t > datetime.now(UTC) for t in next_runs)  # rescheduled, not run late
+        finally:
+            await scheduler.shutdown()
+    assert await count_runs(engine, "m/p/a") + await count_runs(engine, "m/p/b") == 0
+
+
+async def test_shutdown_records_in_flight_requests_as_cancelled(
+    engine: AsyncEngine, make_config: MakeConfig, upstream: tuple[Upstream, object]
+) -> None:
+    up = upstream[0]
+    up.gate.clear()
+    config, catalog = make_config({"stuck": "hang"}, interval_s=3600, repeat=1)
+    spec = ScheduleSpec(start_spread_s=0)
+    metrics = ServiceMetrics()
+    try:
+        async with CellPool() as cells:
+            scheduler = ProbeScheduler(
+                engine, cells, plan_jobs(config.targets, catalog, Shard(), spec), spec, metrics
+            )
+            scheduler.start()
+            await eventually(lambda: up.waiting >= 1, "request in flight")
+            await scheduler.shutdown(grace_s=0.05)
+            assert not scheduler.in_flight
+    finally:
+        up.gate.set()
+    async with engine.connect() as conn:
+        rows = (await conn.execute(sa.text("SELECT status, reason FROM runs"))).all()
+    assert [tuple(r) for r in rows] == [("error", "cancelled")]
+
+
+async def test_burst_jobs_tag_their_runs_with_the_deploy(
+    engine: AsyncEngine, make_config: MakeConfig
+) -> None:
+    config, catalog = make_config({"canary": "ok", "other": "ok"}, interval_s=3600)
+    spec = ScheduleSpec(start_spread_s=3000, burst_interval_s=0.2)  # regular jobs wait; bursts run now
+    metrics = ServiceMetrics()
+    async with CellPool() as cells:
+        scheduler = ProbeScheduler(
+            engine, cells, plan_jobs(config.targets, catalog, Shard(), spec), spec, metrics
+        )
+        scheduler.start()
+        try:
+            scheduler.set_bursts({"m/p/canary": "d1"})
+            await eventually(lambda: _at_least(engine, "m/p/canary", 3), "burst runs")
+            scheduler.set_bursts({})
+            assert [j.id for j in scheduler.scheduler.get_jobs() if j.id.startswith("burst::")] == []
+        finally:
+            await scheduler.shutdown()
+    assert await count_runs(engine, "m/p/canary", "AND r.deploy_id = 'd1'") >= 3
+    assert await count_runs(engine, "m/p/other") == 0
+
+
+def test_shards_split_the_cells_without_overlap_or_gaps(make_config: MakeConfig) -> None:
+    config, catalog = make_config({f"pool{i}": "ok" for i in range(40)})
+    spec = ScheduleSpec()
+    shards = [{j.cell for j in plan_jobs(config.targets, catalog, Shard(i, 3), spec)} for i in range(3)]
+    assert all(shards)
+    assert sum(len(s) for s in shards) == 40
+    assert set().union(*shards) == {t.cell for t in config.targets}
+
+
+def test_a_shard_is_parsed_from_i_slash_n_and_rejects_nonsense() -> None:
+    assert Shard.parse("1/3") == Shard(1, 3)
+    for bad in ("3/3", "x", "1/0", "-1/2"):
+        with pytest.raises(ValueError):
+            Shard.parse(bad)
