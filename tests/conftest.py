@@ -4,6 +4,8 @@ per test cloned from a migrated template, and the anyio backend."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,14 +25,20 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A PostgreSQL server URL and a migrated template database on it."""
+def pg_server() -> Iterator[str]:
+    """A PostgreSQL server URL and a migrated template database on it.
+
+    The embedded server's data lives in a directory of its own rather than pytest's basetemp,
+    which pytest prunes when several sessions run at once (a server lost its files that way).
+    """
     external = os.environ.get("TEST_DATABASE_URL")
     server = None
+    data_root = None
     if external:
         url = external
     else:
-        url, server = start_embedded(tmp_path_factory.mktemp("pg") / "data")
+        data_root = Path(tempfile.mkdtemp(prefix="canary-test-pg-"))
+        url, server = start_embedded(data_root / "data")
     admin = sa.create_engine(sqlalchemy_url(with_database(url, "postgres")), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{TEMPLATE}"'))
@@ -40,6 +48,8 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield url
     if server is not None:
         server.cleanup()  # type: ignore[attr-defined]
+    if data_root is not None:
+        shutil.rmtree(data_root, ignore_errors=True)
 
 
 def create_test_database(server_url: str) -> str:
