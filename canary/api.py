@@ -35,6 +35,7 @@ from canary.models import FindingRow
 from canary.verdicts import VerdictPolicy
 
 MAX_DURATION_S = 7 * 86400.0
+bearer = HTTPBearer(auto_error=False)  # module level: FastAPI resolves annotations in module globals
 
 
 class DeployRequest(BaseModel):
@@ -74,7 +75,6 @@ class ApiContext:
 
 def create_app(ctx: ApiContext) -> FastAPI:
     app = FastAPI(title="canary", version=__version__, description=__doc__)
-    bearer = HTTPBearer(auto_error=False)
 
     def require_token(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
         if ctx.token is None:

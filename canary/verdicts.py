@@ -27,8 +27,6 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from canary.stats import benjamini_hochberg, compare_continuous, compare_rates
-
 Outcome = Literal["PASS", "FAIL", "INCONCLUSIVE"]
 EXIT_CODES: dict[str, int] = {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 2}
 CRITICAL_DEFAULT = ("unexpected_script", "code_syntax", "argmax_conformance")
@@ -112,6 +110,10 @@ class Verdict:
 
 def _test(s: MetricSamples, policy: VerdictPolicy) -> MetricResult:
     """Run the metric's test; the outcome is provisional until multiple testing is applied."""
+    # scipy.stats takes a second to import; loading it on the first verdict keeps `canary serve`
+    # start-up fast.
+    from canary.stats import compare_continuous, compare_rates
+
     critical, muted = s.metric in policy.critical_metrics, s.metric in policy.muted_metrics
     if s.continuous:
         x, y = s.canary_values or (), s.baseline_values or ()
@@ -147,6 +149,8 @@ def _harmful(r: MetricResult, policy: VerdictPolicy) -> bool:
 
 def _decide_metrics(results: list[MetricResult], policy: VerdictPolicy) -> None:
     """Steps 2-3: BH across deciding metrics; muted metrics are judged alone at ``alpha``."""
+    from canary.stats import benjamini_hochberg
+
     tested = [r for r in results if r.p_value is not None]
     deciding = [r for r in tested if not r.muted]
     rejected = benjamini_hochberg([r.p_value for r in deciding], q=policy.alpha) if deciding else []

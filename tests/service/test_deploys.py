@@ -1,0 +1,85 @@
+"""Deploy verdicts from real stored runs: identical fleets pass, a corrupt canary fails, few runs are
+inconclusive; running deploys end early only after repeated failures."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from canary.deploys import active_bursts, create_deploy, evaluate_running, get_deploy
+from canary.models import DeployRow
+from canary.runner import run_pass
+from canary.verdicts import VerdictPolicy
+from tests.service.conftest import MakeConfig
+
+pytestmark = pytest.mark.anyio
+
+POLICY = VerdictPolicy(min_samples=20, consecutive_failures=2)
+
+
+async def judged(
+    engine: AsyncEngine, make_config: MakeConfig, canary_model: str, repeat: int, after_s: float = 7200
+) -> tuple[str, dict[str, object]]:
+    """Probe a canary and two baseline cells once, then evaluate the deploy as of ``after_s`` later."""
+    config, catalog = make_config({"canary": canary_model, "base1": "ok", "base2": "ok"}, repeat=repeat)
+    start = datetime.now(UTC) - timedelta(seconds=5)
+    deploy = await create_deploy(engine, "v2", ["m/p/canary"], ["m/p/base1", "m/p/base2"], start, 3600)
+    await run_pass(engine, config.targets, catalog.probes, deploy_id=deploy.id)
+    await evaluate_running(engine, POLICY, start + timedelta(seconds=after_s))
+    row = await get_deploy(engine, deploy.id)
+    assert row is not None
+    return row.status, row.details
+
+
+async def test_identical_fleets_pass(engine: AsyncEngine, make_config: MakeConfig) -> None:
+    status, details = await judged(engine, make_config, "ok", repeat=25)
+    assert status == "pass"
+    assert details["verdict"] == "PASS" and details["exit_code"] == 0
+    metric = {m["metric"]: m for m in details["metrics"]}["unexpected_script"]  # type: ignore[attr-defined]
+    assert (metric["canary_n"], metric["baseline_n"]) == (25, 50)
+
+
+async def test_an_injected_corruption_fails_the_canary(engine: AsyncEngine, make_config: MakeConfig) -> None:
+    status, details = await judged(engine, make_config, "corrupt", repeat=25)
+    assert status == "fail"
+    assert details["verdict"] == "FAIL" and "unexpected_script" in str(details["reason"])
+    metric = {m["metric"]: m for m in details["metrics"]}["unexpected_script"]  # type: ignore[attr-defined]
+    assert metric["canary_rate"] == 1.0 and metric["baseline_rate"] == 0.0 and metric["p_value"] < 1e-6
+
+
+async def test_too_few_runs_are_inconclusive_not_pass(engine: AsyncEngine, make_config: MakeConfig) -> None:
+    status, details = await judged(engine, make_config, "ok", repeat=3)
+    assert status == "inconclusive"
+    assert details["exit_code"] == 2
+
+
+async def test_a_running_deploy_fails_early_only_after_consecutive_failing_looks(
+    engine: AsyncEngine, make_config: MakeConfig
+) -> None:
+    status, details = await judged(engine, make_config, "corrupt", repeat=25, after_s=60)
+    assert status == "running" and details["fail_streak"] == 1
+    deploy = await get_deploy(engine, "v2")
+    assert deploy is not None
+    await evaluate_running(engine, POLICY, deploy.started_at + timedelta(seconds=120))
+    deploy = await get_deploy(engine, "v2")
+    assert deploy is not None and deploy.status == "fail" and deploy.details["fail_streak"] == 2
+
+
+async def test_bursts_cover_both_sides_of_running_deploys_inside_their_window(engine: AsyncEngine) -> None:
+    now = datetime.now(UTC)
+    d = await create_deploy(engine, "v3", ["m/p/a"], ["m/p/b"], now - timedelta(seconds=10), 60)
+    await create_deploy(engine, "later", ["m/p/c"], ["m/p/d"], now + timedelta(hours=1), 60)
+    await create_deploy(engine, "over", ["m/p/e"], ["m/p/f"], now - timedelta(hours=1), 60)
+    assert await active_bursts(engine, now) == {"m/p/a": d.id, "m/p/b": d.id}
+
+
+async def test_annotations_without_a_baseline_are_never_judged(engine: AsyncEngine) -> None:
+    now = datetime.now(UTC)
+    async with engine.begin() as conn:
+        await conn.execute(sa.insert(DeployRow).values(id="lb-1", name="lb change", started_at=now))
+    assert await evaluate_running(engine, POLICY, now + timedelta(hours=1)) == 0
+    row = await get_deploy(engine, "lb-1")
+    assert row is not None and row.status == "running" and row.details == {}
