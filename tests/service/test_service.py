@@ -1,0 +1,197 @@
+"""Whole replicas in-process against one PostgreSQL: sharding, singleton hand-over, HTTP, shutdown, CLI."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import anyio
+import httpx
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from canary.catalog import Catalog
+from canary.cli import main
+from canary.config import Config
+from canary.deploys import evaluate_running
+from canary.scheduler import Shard
+from canary.service import LOCK_KEY, Duty, Service, load_service_spec
+from canary.verdicts import VerdictPolicy
+from tests.service.conftest import MakeConfig, Upstream, count_runs, eventually
+
+pytestmark = pytest.mark.anyio
+
+FAST = """port = 0
+lock_retry_s = 0.1
+refresh_s = 0.1
+shutdown_grace_s = 5
+[service.schedule]
+start_spread_s = 0
+"""
+
+
+def leads(service: Service) -> bool:
+    return service.metrics.registry.get_sample_value("canary_singleton_leader") == 1.0
+
+
+def replica(config: Config, catalog: Catalog, url: str, shard: Shard, ran: list[str], name: str) -> Service:
+    async def mark(now: datetime) -> None:
+        ran.append(name)
+
+    spec, token = load_service_spec(config)
+    return Service(
+        config,
+        catalog,
+        url,
+        spec,
+        token=token,
+        shard=shard,
+        extra_duties=lambda _: [Duty("mark", 0.02, mark)],
+    )
+
+
+async def test_two_replicas_split_the_cells_and_hand_over_the_singleton_duties(
+    db_url: str, engine: AsyncEngine, make_config: MakeConfig
+) -> None:
+    config, catalog = make_config({f"pool{i}": "ok" for i in range(8)}, service=FAST)
+    ran: list[str] = []
+    a = replica(config, catalog, db_url, Shard(0, 2), ran, "a")
+    b = replica(config, catalog, db_url, Shard(1, 2), ran, "b")
+    async with anyio.create_task_group() as tg:
+        await tg.start(a.run)
+        await tg.start(b.run)
+        assert a.scheduler is not None and b.scheduler is not None
+        cells_a = {j.cell for j in a.scheduler.jobs.values()}
+        cells_b = {j.cell for j in b.scheduler.jobs.values()}
+        assert cells_a and cells_b and not cells_a & cells_b
+        assert cells_a | cells_b == {t.cell for t in config.targets}
+        for cell in sorted(cells_a | cells_b):
+            await eventually(lambda c=cell: _probed(engine, c), f"{cell} probed")
+            assert await count_runs(engine, cell) == 1  # once, by its own replica only
+
+        await eventually(lambda: leads(a) or leads(b), "one replica leads")
+        leader, follower = (a, b) if leads(a) else (b, a)
+        assert not leads(follower)
+        await eventually(lambda: len(ran) >= 3, "the leader runs its duties")
+        assert set(ran) == {"a" if leader is a else "b"}
+
+        leader.stop()
+        await eventually(lambda: leads(follower), "the other replica takes over")
+        ran.clear()
+        await eventually(lambda: len(ran) >= 3, "duties resume on the new leader")
+        assert set(ran) == {"a" if follower is a else "b"}
+        follower.stop()
+
+
+async def _probed(engine: AsyncEngine, cell: str) -> bool:
+    return await count_runs(engine, cell) >= 1
+
+
+async def lock_holders(engine: AsyncEngine) -> list[int]:
+    query = (
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = :lo AND classid = :hi"
+    )
+    async with engine.connect() as conn:
+        rows = await conn.execute(sa.text(query), {"lo": LOCK_KEY & 0xFFFFFFFF, "hi": LOCK_KEY >> 32})
+        return [int(pid) for pid in rows.scalars()]
+
+
+async def test_when_the_leaders_connection_dies_the_lock_is_taken_again_on_a_live_one(
+    db_url: str, engine: AsyncEngine, make_config: MakeConfig
+) -> None:
+    config, catalog = make_config({"pool0": "ok"}, service=FAST)
+    ran: list[str] = []
+    a = replica(config, catalog, db_url, Shard(0, 2), ran, "a")
+    b = replica(config, catalog, db_url, Shard(1, 2), ran, "b")
+    async with anyio.create_task_group() as tg:
+        await tg.start(a.run)
+        await tg.start(b.run)
+        await eventually(lambda: _holders_are(engine, 1), "the lock is held")
+        (dead,) = await lock_holders(engine)
+        async with engine.connect() as conn:
+            await conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": dead})
+        await eventually(lambda: _held_by_other_than(engine, dead), "the lock is taken on a new connection")
+        await eventually(lambda: leads(a) != leads(b), "exactly one replica leads")
+        a.stop()
+        b.stop()
+
+
+async def _holders_are(engine: AsyncEngine, n: int) -> bool:
+    return len(await lock_holders(engine)) == n
+
+
+async def _held_by_other_than(engine: AsyncEngine, pid: int) -> bool:
+    holders = await lock_holders(engine)
+    return len(holders) == 1 and holders[0] != pid
+
+
+async def test_stopping_a_replica_stores_in_flight_requests_as_cancelled(
+    db_url: str, engine: AsyncEngine, make_config: MakeConfig, upstream: tuple[Upstream, object]
+) -> None:
+    up = upstream[0]
+    up.gate.clear()
+    config, catalog = make_config(
+        {"stuck": "hang"}, service=FAST.replace("shutdown_grace_s = 5", "shutdown_grace_s = 0")
+    )
+    spec, _ = load_service_spec(config)
+    service = Service(config, catalog, db_url, spec)
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(service.run)
+            async with httpx.AsyncClient(base_url=service.base_url) as client:
+                assert (await client.get("/readyz")).status_code == 200
+            await eventually(lambda: up.waiting >= 1, "request in flight")
+            service.stop()
+    finally:
+        up.gate.set()
+    assert await count_runs(engine, "m/p/stuck", "AND r.reason = 'cancelled'") == 1
+    assert await count_runs(engine, "m/p/stuck") == 1
+
+
+async def test_the_cli_registers_a_deploy_and_gates_on_its_verdict(
+    db_url: str, engine: AsyncEngine, make_config: MakeConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CANARY_TEST_API_TOKEN", "s3cret")
+    service_toml = FAST + "\n[service.verdict]\nmin_samples = 5\n"
+    config, catalog = make_config(
+        {"canary": "ok", "base": "ok"},
+        service='api_token = "env:CANARY_TEST_API_TOKEN"\n' + service_toml,
+        repeat=10,
+    )
+    spec, token = load_service_spec(config)
+    service = Service(config, catalog, db_url, spec, token=token)
+    runner = CliRunner()
+
+    def cli(*args: str) -> tuple[int, str]:
+        result = runner.invoke(
+            main, list(args), env={"CANARY_URL": service.base_url, "CANARY_API_TOKEN": "s3cret"}
+        )
+        return result.exit_code, result.output
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(service.run)
+        code, out = await anyio.to_thread.run_sync(
+            cli,
+            "deploy",
+            "start",
+            "v9",
+            "--canary",
+            "m/p/canary",
+            "--baseline",
+            "m/p/base",
+            "--duration",
+            "3600",
+        )
+        assert code == 0, out
+        code, out = await anyio.to_thread.run_sync(cli, "verdict", "v9")
+        assert code == 2 and "PENDING" in out
+        for cell in ("m/p/canary", "m/p/base"):
+            await eventually(lambda c=cell: _probed(engine, c), f"{cell} probed")
+        await evaluate_running(engine, VerdictPolicy(min_samples=5), datetime.now(UTC) + timedelta(hours=2))
+        code, out = await anyio.to_thread.run_sync(cli, "verdict", "v9", "--wait", "--json")
+        assert code == 0, out
+        assert '"verdict": "PASS"' in out
+        code, out = await anyio.to_thread.run_sync(cli, "deploy", "list")
+        assert code == 0 and "v9" in out and "PASS" in out
+        service.stop()
