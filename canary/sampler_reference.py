@@ -90,15 +90,16 @@ def row_violations(
 def reference_distribution(logits: np.ndarray, temperature: float, top_p: float, top_k: int) -> np.ndarray:
     """The exact sampling distribution of one row after temperature, top-k and top-p."""
     x = np.asarray(logits, dtype=np.float64)[None, :]
-    probs = reference_batch(x, np.array([temperature]), top_k).probs[0]
+    probs: np.ndarray = reference_batch(x, np.array([temperature]), top_k).probs[0]
     if top_p >= 1.0:
         return probs
     order = np.argsort(-x[0], kind="stable")
     before = np.cumsum(probs[order]) - probs[order]
     last = order[int(np.count_nonzero(before < top_p)) - 1]
     keep = (x[0] >= x[0, last]) & (probs > 0)  # ties with the boundary token are kept
-    dist = np.where(keep, probs, 0.0)
-    return dist / dist.sum()
+    dist: np.ndarray = np.where(keep, probs, 0.0)
+    normalised: np.ndarray = dist / dist.sum()
+    return normalised
 
 
 @dataclass(frozen=True)

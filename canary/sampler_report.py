@@ -106,10 +106,15 @@ class SamplerCheckReport:
                 )
         for name, rep in self.reproducers.items():
             lines.append(f"{name} violated: {rep.detail}")
+            row = (
+                f"chi_square_row({rep.vocab}, {rep.seed}, {rep.dtype!r})"
+                if rep.kind == "chi_square"
+                else f"make_row({rep.kind!r}, {rep.vocab}, {rep.seed}, {rep.dtype!r})"
+            )
             lines.append(
                 f"  minimal input: dtype={rep.dtype} vocab={rep.vocab} batch={rep.batch} row={rep.row} "
                 f"top_k={rep.top_k} temperature={rep.temperature} top_p={rep.top_p} "
-                f"logits=make_row({rep.kind!r}, {rep.vocab}, {rep.seed}, {rep.dtype!r})"
+                f"logits=canary.sampler_inputs.{row}"
             )
             if rep.top_logits:
                 top = ", ".join(f"{i}:{v:.9g}" for i, v in rep.top_logits)

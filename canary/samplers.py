@@ -83,7 +83,8 @@ def top_p_mask(x: jax.Array, probs: jax.Array, top_p: jax.Array) -> jax.Array:
     lo = jnp.zeros((rows,), jnp.uint32)
     hi = jnp.full((rows,), 0xFFFFFFFF, jnp.uint32)
     lo, _ = lax.fori_loop(0, 32, step, (lo, hi))
-    return (keys >= lo[:, None]) | (target >= 1.0)
+    kept: jax.Array = (keys >= lo[:, None]) | (target >= 1.0)
+    return kept
 
 
 def inverse_cdf_sample(key: jax.Array, probs: jax.Array, kept: jax.Array) -> jax.Array:
