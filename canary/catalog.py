@@ -281,13 +281,21 @@ class Catalog:
     probes: tuple[Probe, ...]
 
     def select(self, pattern: str | None) -> list[Probe]:
-        """Probes whose id or set matches the glob (all when ``pattern`` is None)."""
+        """Probes whose id or set matches a comma-separated glob and no ``!glob`` (all when None).
+
+        ``"code-*,!code-sql"`` selects every code set but SQL; a pattern of exclusions alone
+        starts from every probe.
+        """
         if not pattern:
             return list(self.probes)
         globs = [g.strip() for g in pattern.split(",") if g.strip()]
-        return [
-            p for p in self.probes if any(fnmatchcase(p.id, g) or fnmatchcase(p.probe_set, g) for g in globs)
-        ]
+        include = [g for g in globs if not g.startswith("!")] or ["*"]
+        exclude = [g[1:] for g in globs if g.startswith("!")]
+
+        def matches(p: Probe, patterns: list[str]) -> bool:
+            return any(fnmatchcase(p.id, g) or fnmatchcase(p.probe_set, g) for g in patterns)
+
+        return [p for p in self.probes if matches(p, include) and not matches(p, exclude)]
 
     def by_id(self, probe_id: str) -> Probe:
         for p in self.probes:

@@ -191,3 +191,12 @@ def test_a_probe_built_without_prompts_renders_them_on_demand() -> None:
     probe = CATALOG.by_id("longctx-needle-1k")
     bare = Probe(spec=probe.spec, probe_set=probe.probe_set, version=probe.version, source="")
     assert bare.request("chat") == probe.request("chat")
+
+
+def test_select_takes_globs_over_ids_and_sets_with_exclusions() -> None:
+    catalog = load_catalog()
+    code = catalog.select("code-*,!code-sql")
+    assert code and {p.probe_set for p in code} == {"code-bash", "code-javascript", "code-python"}
+    everything_but_xl = catalog.select("!longctx-xl")
+    assert len(everything_but_xl) == len(catalog.probes) - len(catalog.select("longctx-xl"))
+    assert catalog.select("en-capital-france") == [catalog.by_id("en-capital-france")]
