@@ -30,7 +30,9 @@ APPROX_TOPK_BAD_BATCH_SIZES = frozenset({1, 3, 4, 8, 16})
 APPROX_TOPK_DROP_RATE = 0.5
 """Per-row chance, at an affected batch size, that the argmax is dropped."""
 NUCLEUS_CANDIDATES = 64
-"""Top-p is computed over at most this many of the most probable kept tokens."""
+"""Top-p is first tried over this many of the most probable kept tokens."""
+NUCLEUS_SLACK = 1e-5
+"""Probability slack on the top-p threshold, for fp32 rounding of the running sum."""
 
 
 def _top_k(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
@@ -41,6 +43,22 @@ def _top_k(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
     """
     values, indices = jax.lax.optimization_barrier(jax.lax.top_k(x, k))
     return values, indices
+
+
+def _nucleus_cutoff(desc: jax.Array, log_z: jax.Array, top_p: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The smallest logit inside each row's nucleus, from logits sorted descending.
+
+    A token is inside when the mass before it is below ``top_p``; the slack keeps fp32
+    rounding of the running sum from cutting the token that crosses the threshold. Also
+    returns whether the nucleus closed within ``desc`` (always, for the full vocabulary).
+    """
+    probs = jnp.exp(desc - log_z)
+    before = jnp.cumsum(probs, axis=-1) - probs
+    inside = before < (top_p + NUCLEUS_SLACK)[:, None]
+    count = jnp.sum(inside, axis=-1)
+    reached = jnp.sum(probs * inside, axis=-1) >= top_p
+    cutoff = jnp.take_along_axis(desc, jnp.maximum(count - 1, 0)[:, None], axis=-1)
+    return cutoff, reached | (count < desc.shape[-1])
 
 
 def best_kept(final: jax.Array) -> jax.Array:
@@ -67,6 +85,9 @@ def _filter_and_pick(
     batch, vocab = logits.shape
     x = logits.astype(jnp.float32)
     greedy = temperature <= 0.0
+    # Subtract the row's maximum before dividing: with logits near 1e4, x / 0.25 in fp32 would
+    # lose the small differences that decide the nucleus.
+    x = x - jnp.max(x, axis=-1, keepdims=True)
     scaled = x / jnp.where(greedy, 1.0, temperature)[:, None]
     drop_key, pick_key = jax.random.split(key)
 
@@ -79,20 +100,19 @@ def _filter_and_pick(
     is_best = jnp.arange(vocab)[None, :] == best[:, None]
     kept = kept & ~(is_best & dropped[:, None])
 
-    # Top-p over the best NUCLEUS_CANDIDATES kept tokens: a full sort of the vocabulary costs a
-    # millisecond a row on CPU, while lax.top_k over fp32 is cheap. Exact whenever the nucleus
-    # has at most that many tokens; when it would have more, every kept token stays (top-p off).
+    # Top-p: the nucleus is every kept token at or above a cutoff logit. The cutoff is found
+    # among the best NUCLEUS_CANDIDATES tokens (lax.top_k over fp32 is cheap on CPU); only when
+    # some row's nucleus is larger than that does the step pay for a sort of the vocabulary.
     masked = jnp.where(kept, scaled, -jnp.inf)
     log_z = jax.nn.logsumexp(masked, axis=-1, keepdims=True)
     cand = _top_k(masked, min(NUCLEUS_CANDIDATES, vocab))[0]
-    cand_probs = jnp.exp(cand - log_z)
-    before = jnp.cumsum(cand_probs, axis=-1) - cand_probs
-    inside = before < top_p[:, None]
-    count = jnp.sum(inside, axis=-1)
-    reached = jnp.sum(cand_probs * inside, axis=-1) >= top_p - 1e-6
-    cutoff = jnp.take_along_axis(cand, jnp.maximum(count - 1, 0)[:, None], axis=-1)
-    use_cutoff = reached & (top_p < 1.0)
-    kept = kept & ((masked >= cutoff) | ~use_cutoff[:, None])
+    cutoff, reached = _nucleus_cutoff(cand, log_z, top_p)
+    cutoff = jax.lax.cond(
+        jnp.all(reached | (top_p >= 1.0)),
+        lambda: cutoff,
+        lambda: _nucleus_cutoff(-jnp.sort(-masked, axis=-1), log_z, top_p)[0],
+    )
+    kept = kept & ((masked >= cutoff) | (top_p >= 1.0)[:, None])
 
     # Inverse-CDF sampling: one uniform per row instead of a Gumbel per vocabulary entry, which
     # is what dominates jax.random.categorical's cost on CPU.
