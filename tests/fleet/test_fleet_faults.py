@@ -18,9 +18,7 @@ POOL_CELLS = [
     for platform in ("first-party", "cloud-a", "cloud-b")
     for pool in ("short-context", "long-context")
 ]
-FRONT_DOORS = [
-    f"{m}/{p}/front-door" for m in ("canary-small", "canary-large") for p in ("first-party", "cloud-a")
-]
+FRONT_DOORS = ["canary-small/first-party/front-door", "canary-large/cloud-b/front-door"]
 
 
 def references(catalog: Catalog) -> dict[str, str]:
