@@ -19,11 +19,16 @@ are loaded on first access)::
 
     scenario = load_scenario("scenarios/postmortem.toml")
     with run_fleet_in_thread(config) as fleet:
-        runner = ScenarioRunner(scenario, fleet.fleet.state, ScenarioClock(seconds_per_day=5))
-        runner.start()                          # applies events as the clock passes them
+        runner = fleet.start_scenario(scenario, seconds_per_day=5)  # real-time clock, own thread
         ...
-        runner.timeline                         # [(day, wall time, event)] of what was applied
-        runner.onsets()                         # when each fault began, per platform and pool
+        runner.timeline   # [TimelineEntry(day, wall, event)] of the settings applied so far
+        runner.onsets()   # [FaultOnset(fault, platform, pool, began_day, began_wall, ended_…)]
+
+    # Tests drive time themselves: ScenarioRunner(scenario, fleet.fleet.state, ManualClock()),
+    # then clock.advance(days) and runner.step().
+
+The fleet's sampler is ``canary.fleet.sampler:sample`` (``sample_approx_topk`` is the faulty
+one), so ``canary sampler-check --sampler canary.fleet.sampler:sample`` checks it.
 
 URL layout: a pool is ``{base_url}/{platform}/{pool}``, a platform's front door is
 ``{base_url}/{platform}``; under each, ``/v1/chat/completions``, ``/v1/completions``,

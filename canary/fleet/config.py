@@ -175,7 +175,12 @@ def check_fault(config: FleetConfig, fault: FaultSpec) -> None:
 def default_fleet_config() -> FleetConfig:
     """3 platforms x 2 pools x 2 models (12 cells), two replicas per pool, no faults."""
     platforms = []
-    for name, dtype in (("first-party", "bf16"), ("cloud-a", "bf16"), ("cloud-b", "fp32")):
+    dtypes: tuple[tuple[str, Literal["bf16", "fp32"]], ...] = (
+        ("first-party", "bf16"),
+        ("cloud-a", "bf16"),
+        ("cloud-b", "fp32"),
+    )
+    for name, dtype in dtypes:
         pools = (
             PoolSpec(name="short-context", dtype=dtype, context_window=200_000),
             PoolSpec(name="long-context", dtype=dtype, context_window=1_000_000),

@@ -31,7 +31,7 @@ APPROX_TOPK_DROP_RATE = 0.5
 """Per-row chance, at an affected batch size, that the argmax is dropped."""
 NUCLEUS_CANDIDATES = 64
 """Top-p is first tried over this many of the most probable kept tokens."""
-NUCLEUS_SLACK = 1e-5
+NUCLEUS_SLACK = 0.0
 """Probability slack on the top-p threshold, for fp32 rounding of the running sum."""
 
 
@@ -41,7 +41,7 @@ def _top_k(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
     Without the barrier XLA:CPU fuses the consumers into the top-k and falls back to a full
     sort, which made a greedy step about 150 times slower (0.9 ms instead of 6 us a row).
     """
-    values, indices = jax.lax.optimization_barrier(jax.lax.top_k(x, k))
+    values, indices = jax.lax.optimization_barrier(jax.lax.top_k(x, k))  # type: ignore[no-untyped-call]
     return values, indices
 
 
@@ -177,4 +177,5 @@ def fleet_step(
     def general() -> jax.Array:
         return _filter_and_pick(logits, key, temperature, top_p, drop_rate, top_k)[0]
 
-    return jax.lax.cond(jnp.all(temperature <= 0.0), greedy_only, general)
+    tokens: jax.Array = jax.lax.cond(jnp.all(temperature <= 0.0), greedy_only, general)
+    return tokens

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -121,3 +122,26 @@ def test_the_fleet_command_has_help_and_its_module_does_not_import_jax() -> None
     code = "import sys, canary.cli, canary.fleet, canary.fleet.cli; print('jax' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_running_scenario_switches_faults_on_a_compressed_clock_and_reports_its_time_line(
+    fleet: RunningFleet, tmp_path: Path
+) -> None:
+    path = tmp_path / "quick.toml"
+    event = '[[events]]\nfault = "corrupt"\nplatform = "cloud-b"\npool = "short-context"\n'
+    on, off = f"{event}day = 1\nintensity = 0.5\n", f"{event}day = 2\nenabled = false\n"
+    path.write_text(f'name = "quick"\ndays = 3\n{on}{off}')
+    started = time.time()
+    runner = fleet.start_scenario(load_scenario(path), seconds_per_day=0.2)
+    try:
+        deadline = time.time() + 10
+        while not runner.finished and time.time() < deadline:
+            time.sleep(0.05)
+        state = httpx.get(f"{fleet.base_url}/admin/state").json()
+    finally:
+        runner.stop()
+        fleet.fleet.scenario = None
+    assert [e["enabled"] for e in state["scenario"]["timeline"]] == [True, False]
+    [onset] = runner.onsets()
+    assert (onset.fault, onset.began_day, onset.ended_day) == ("corrupt", 1, 2)
+    assert started + 0.15 <= onset.began_wall <= started + 2.0
