@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 
 import anyio
 import sqlalchemy as sa
@@ -26,13 +27,12 @@ from sqlalchemy.pool import NullPool
 
 from canary.api import ApiContext, create_app
 from canary.catalog import Catalog
-from canary.cells import CellPool
 from canary.config import Config, resolve_secret, reveal
 from canary.db import async_engine
 from canary.deploys import active_bursts, evaluate_running, running_deploys
 from canary.metrics import ServiceMetrics
 from canary.models import AlertRow
-from canary.scheduler import ProbeScheduler, ScheduleSpec, Shard, plan_jobs
+from canary.scheduler import ProbeScheduler, ScheduleSpec, Shard, SharedTLSCellPool, plan_jobs
 from canary.validation import validate
 from canary.verdicts import VerdictPolicy
 
@@ -139,14 +139,22 @@ class SingletonLock:
 
 
 async def lead(
-    lock: SingletonLock, duties: Sequence[Duty], metrics: ServiceMetrics, retry_s: float, stop: anyio.Event
+    lock: SingletonLock,
+    make_duties: Callable[[], Sequence[Duty]],
+    metrics: ServiceMetrics,
+    retry_s: float,
+    stop: anyio.Event,
 ) -> None:
-    """Run ``duties`` whenever this replica holds the lock, until ``stop``.
+    """Run the duties whenever this replica holds the lock, until ``stop``.
+
+    ``make_duties`` runs once, in a worker thread, when the lock is first taken: detection
+    imports scipy and more (seconds), which must delay neither readiness nor probes.
 
     1. Try the lock; on failure (held elsewhere, database down) wait ``retry_s`` and try again.
     2. While holding it, run every duty and check every ``retry_s`` that the connection lives.
     3. On a dead connection or ``stop``: cancel the duties, release, and go back to 1 (or return).
     """
+    duties: Sequence[Duty] | None = None
     while not stop.is_set():
         try:
             acquired = await lock.try_acquire()
@@ -160,6 +168,8 @@ async def lead(
         log.info("this replica now runs the singleton duties")
         metrics.leader.set(1)
         try:
+            if duties is None:
+                duties = await anyio.to_thread.run_sync(make_duties)
             async with anyio.create_task_group() as tg:
                 for duty in duties:
                     tg.start_soon(duty.run_forever, metrics)
@@ -244,7 +254,7 @@ class Service:
     def ready(self) -> bool:
         return self.scheduler is not None and self.scheduler.started and not self.stopping.is_set()
 
-    def duties(self, engine: AsyncEngine) -> list[Duty]:
+    def make_duties(self, engine: AsyncEngine) -> list[Duty]:
         policy = self.spec.verdict
         verdicts = Duty(
             "verdicts", self.spec.verdict_interval_s, lambda now: evaluate_running(engine, policy, now)
@@ -279,7 +289,7 @@ class Service:
         engine = async_engine(self.url, pool_size=self.spec.db_pool_size)
         lock = SingletonLock(self.url)
         try:
-            async with CellPool() as cells, anyio.create_task_group() as tg:
+            async with SharedTLSCellPool() as cells, anyio.create_task_group() as tg:
                 jobs = plan_jobs(self.config.targets, self.catalog, self.shard, self.spec.schedule)
                 self.scheduler = ProbeScheduler(engine, cells, jobs, self.spec.schedule, self.metrics)
                 ctx = ApiContext(
@@ -300,7 +310,12 @@ class Service:
                 tg.start_soon(self._refresh_forever, engine)
                 leader_stop = anyio.Event()
                 tg.start_soon(
-                    lead, lock, self.duties(engine), self.metrics, self.spec.lock_retry_s, leader_stop
+                    lead,
+                    lock,
+                    partial(self.make_duties, engine),
+                    self.metrics,
+                    self.spec.lock_retry_s,
+                    leader_stop,
                 )
                 log.info(
                     "serving on %s, %d jobs (shard %d/%d)",
@@ -326,28 +341,31 @@ class Service:
 def detection_duties(config: Config) -> Callable[[AsyncEngine], list[Duty]]:
     """Detection -> alert evaluation every ``detection.interval_s``, and the alert dispatcher.
 
-    Imported here, not at the top, so the service starts (with verdicts only) in a checkout
-    where detection or alerts are not installed yet.
+    Nothing is imported until the returned factory runs (on first leadership, in a worker
+    thread), so detection's heavy imports never delay start-up; a checkout without detection
+    or alerts runs with verdicts only. A bad ``[detection]`` or ``[alerts]`` table raises then.
     """
-    try:
-        from canary.alerts import Dispatcher, alerts_spec, evaluate_alerts
-        from canary.detect import detect, detection_spec
-    except ImportError as exc:  # pragma: no cover - depends on the checkout
-        log.warning("detection and alerts are not available: %s", exc)
-        return lambda engine: []
-    dspec = detection_spec(config.raw.detection, config.path)
-    aspec = alerts_spec(config.raw.alerts, config.path)
 
     def duties(engine: AsyncEngine) -> list[Duty]:
+        try:
+            from canary.alerts import Dispatcher, alerts_spec, evaluate_alerts
+            from canary.detect import detect, detection_spec
+        except ImportError as exc:  # pragma: no cover - depends on the checkout
+            log.warning("detection and alerts are not available: %s", exc)
+            return []
+        dspec = detection_spec(config.raw.detection, config.path)
+        aspec = alerts_spec(config.raw.alerts, config.path)
+
         async def detection(now: datetime) -> None:
             findings = await detect(engine, dspec, now)
             await evaluate_alerts(engine, findings, aspec, now)
 
-        dispatcher = Dispatcher(aspec)
+        dispatcher = Dispatcher(aspec, path=config.path)
 
         async def dispatch(now: datetime) -> None:
-            await dispatcher.dispatch_once(engine, now)
+            # Runs until leadership ends (the duty's task is cancelled then); restarted if it raises.
+            await dispatcher.run(engine, anyio.Event())
 
-        return [Duty("detection", dspec.interval_s, detection), Duty("dispatch", 5.0, dispatch)]
+        return [Duty("detection", dspec.interval_s, detection), Duty("dispatch", 1.0, dispatch)]
 
     return duties

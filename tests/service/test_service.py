@@ -195,3 +195,17 @@ async def test_the_cli_registers_a_deploy_and_gates_on_its_verdict(
         code, out = await anyio.to_thread.run_sync(cli, "deploy", "list")
         assert code == 0 and "v9" in out and "PASS" in out
         service.stop()
+
+
+async def test_detection_and_alert_dispatch_run_as_singleton_duties(
+    engine: AsyncEngine, make_config: MakeConfig
+) -> None:
+    from canary.service import detection_duties
+
+    config, _ = make_config({"pool0": "ok"})
+    duties = detection_duties(config)(engine)
+    assert [d.name for d in duties] == ["detection", "dispatch"]
+    detection = duties[0]
+    await detection.step(datetime.now(UTC))  # an empty database: no findings, no alerts, no error
+    async with engine.connect() as conn:
+        assert await conn.scalar(sa.text("SELECT count(*) FROM alerts")) == 0
