@@ -97,7 +97,9 @@ class CellPool:
     async def get(self, target: Target) -> Cell:
         cell = self.cells.get(target.cell)
         if cell is None or cell.target != target:
-            client = self.shared_client or await self.stack.enter_async_context(new_client(target))
+            client = self.shared_client
+            if client is None:
+                client = await self.stack.enter_async_context(new_client(target))
             rate = RateLimiter(target.requests_per_minute) if target.requests_per_minute else None
             cell = Cell(target, client, anyio.CapacityLimiter(target.concurrency), rate)
             self.cells[target.cell] = cell

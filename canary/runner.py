@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import anyio
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -151,7 +151,7 @@ class PassRunner:
         cell: Cell,
         probe: Probe,
         session_key: str | None,
-        send: ObjectSendStream[RunResult],
+        send: MemoryObjectSendStream[RunResult],
     ) -> None:
         """Send a probe ``repeat`` times, one after another so that repeats compare to one reference."""
         target = cell.target
@@ -222,7 +222,7 @@ class PassRunner:
             log.exception("provider %s raised on %s", provider.kind, target.cell)
             return Completion.failed(FailureReason.INTERNAL, f"{type(exc).__name__}: {exc}"[:300])
 
-    async def _write(self, receive: ObjectReceiveStream[RunResult], summary: PassSummary) -> None:
+    async def _write(self, receive: MemoryObjectReceiveStream[RunResult], summary: PassSummary) -> None:
         """Store results in batches: block for the first, then take whatever else is queued.
 
         A batch being written when the pass is cancelled is finished (shielded), so nothing is

@@ -59,16 +59,13 @@ async def sync_targets(conn: AsyncConnection, targets: Sequence[Target]) -> dict
         }
         for t in targets
     ]
-    stmt = pg_insert(TargetRow).values(rows)
-    stmt = stmt.on_conflict_do_update(
+    insert = pg_insert(TargetRow).values(rows)
+    updated = ("provider", "base_url", "model_id", "expected_pool", "model", "platform")
+    upsert = insert.on_conflict_do_update(
         index_elements=[TargetRow.cell],
-        set_={
-            c: stmt.excluded[c]
-            for c in ("provider", "base_url", "model_id", "expected_pool", "model", "platform")
-        }
-        | {"last_seen": sa.func.now()},
+        set_={c: insert.excluded[c] for c in updated} | {"last_seen": sa.func.now()},
     ).returning(TargetRow.cell, TargetRow.id)
-    result = await conn.execute(stmt)
+    result = await conn.execute(upsert)
     return {cell: id_ for cell, id_ in result.all()}
 
 

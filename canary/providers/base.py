@@ -83,10 +83,9 @@ class Provider(ABC):
         """The API's own error message from an error body, when it has one."""
         if isinstance(data, dict):
             err = data.get("error")
-            if isinstance(err, dict) and isinstance(err.get("message"), str):
-                return err["message"]
-            if isinstance(data.get("message"), str):
-                return data["message"]
+            for message in (err.get("message") if isinstance(err, dict) else None, data.get("message")):
+                if isinstance(message, str):
+                    return message
         return None
 
     def classify_error(self, status: int, data: Any) -> FailureReason:
