@@ -14,20 +14,23 @@ each firing or resolved event. :class:`~canary.outbox.Dispatcher` (re-exported h
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from canary.detect import Finding
 from canary.models import AlertDeliveryRow, AlertRow, TargetRow
-from canary.outbox import DeliveryPolicy, Dispatcher
-from canary.receivers import ReceiverSpec, build_receivers
+from canary.outbox import DeliveryPolicy
+from canary.outbox import Dispatcher as OutboxDispatcher
+from canary.receivers import Receiver, ReceiverSpec, build_receivers
 from canary.validation import validate
 
 __all__ = [
@@ -36,7 +39,6 @@ __all__ = [
     "Dispatcher",
     "advance",
     "alerts_spec",
-    "dispatcher",
     "evaluate_alerts",
 ]
 
@@ -78,9 +80,28 @@ def alerts_spec(data: dict[str, Any], path: Path | str) -> AlertsSpec:
     return validate(AlertsSpec, data, path, prefix="alerts")
 
 
-def dispatcher(spec: AlertsSpec, path: Path | str, **kwargs: Any) -> Dispatcher:
-    """A dispatcher for the configured receivers (``env:`` secrets resolved now)."""
-    return Dispatcher(build_receivers(spec.receivers, path), spec.policy(), **kwargs)
+class Dispatcher(OutboxDispatcher):
+    """The outbox dispatcher, built from an ``[alerts]`` spec or from receiver instances.
+
+    ``Dispatcher(spec, path=config.path)`` resolves the receivers' ``env:`` secrets now, so an
+    unset variable is a configuration error at start-up, not a failed delivery at 3 a.m.
+    """
+
+    def __init__(
+        self,
+        spec: AlertsSpec | Mapping[str, Receiver],
+        policy: DeliveryPolicy | None = None,
+        *,
+        path: Path | str = "canary.toml",
+        rng: random.Random | None = None,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        if isinstance(spec, AlertsSpec):
+            super().__init__(
+                build_receivers(spec.receivers, path), policy or spec.policy(), rng=rng, client=client
+            )
+        else:
+            super().__init__(spec, policy, rng=rng, client=client)
 
 
 def fingerprint(cell: str, metric: str) -> str:

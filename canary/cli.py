@@ -215,3 +215,4 @@ main.add_command(fleet_command)
 main.add_command(serve_command)
 main.add_command(deploy_group)
 main.add_command(verdict_command)
+from canary.alerts_cli import register; register(main)  # noqa: E402, E702, I001

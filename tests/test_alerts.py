@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
+import numpy as np
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -21,7 +23,7 @@ from canary.outbox import DeliveryPolicy, Dispatcher, backoff_delay
 from canary.receivers import build_receivers
 from canary.receivers.webhook import SIGNATURE_HEADER, sign
 from tests.alerting import NOW, make_finding, running_sink
-from tests.seeding import add_cells
+from tests.seeding import add_cells, add_passes, add_probes
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "whsec-test-9f8e7d"
@@ -246,3 +248,48 @@ async def test_two_dispatchers_at_once_never_send_a_delivery_twice(engine: Async
     assert len(fingerprints) == len(set(fingerprints)) == 24
     assert counts["a"] + counts["b"] == 24 and counts["a"] > 0 and counts["b"] > 0
     assert {d[1:] for d in await deliveries(engine)} == {("delivered", 1)}
+
+
+# --- command line -----------------------------------------------------------------------------
+
+
+def test_canary_detect_once_finds_fires_notifies_and_exits_1(db_url: str, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from canary.cli import main
+
+    now = datetime.now(UTC)
+
+    async def seed() -> None:
+        eng = async_engine(db_url)
+        try:
+            async with eng.begin() as conn:
+                ids = await add_cells(conn, ["m/p1/a", "m/p1/b"])
+                probes = await add_probes(conn, 10)
+                rng = np.random.default_rng(5)
+                start, step = now - timedelta(hours=12), timedelta(minutes=5)
+                await add_passes(conn, ids["m/p1/a"], probes, start, now, step, {"code_syntax": 0.01}, rng)
+                hot = {"code_syntax": lambda t: 0.3 if t > now - timedelta(minutes=30) else 0.01}
+                await add_passes(conn, ids["m/p1/b"], probes, start, now, step, hot, rng)
+        finally:
+            await eng.dispose()
+
+    anyio.run(seed)
+    handlers = logging.getLogger().handlers[:]  # the CLI configures logging; give pytest its own back
+    with running_sink() as sink:
+        config = tmp_path / "canary.toml"
+        config.write_text(
+            f'[database]\nurl = "{db_url}"\n[detection]\nbaseline_s = 43200\n'
+            f'[alerts]\nfor_s = 0\n[[alerts.receivers]]\nname = "ops"\nkind = "webhook"\nurl = "{sink.url}"\n'
+        )
+        runner = CliRunner()
+        result = runner.invoke(main, ["detect", "--once", "--config", str(config)])
+        assert result.exit_code == 1, result.output
+        assert "FINDING m/p1/b code_syntax [self]" in result.output
+        assert "ALERT FIRING m/p1/b code_syntax" in result.output
+        assert [a["status"] for a in sink.accepted] == ["firing"]
+        listed = runner.invoke(main, ["alerts", "list", "--config", str(config)])
+        assert listed.exit_code == 1 and "firing   m/p1/b code_syntax" in listed.output
+        again = runner.invoke(main, ["alerts", "dispatch", "--once", "--config", str(config)])
+        assert again.exit_code == 0 and len(sink.requests) == 1
+    logging.getLogger().handlers[:] = handlers
