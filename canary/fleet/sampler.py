@@ -31,8 +31,6 @@ APPROX_TOPK_DROP_RATE = 0.5
 """Per-row chance, at an affected batch size, that the argmax is dropped."""
 NUCLEUS_CANDIDATES = 64
 """Top-p is first tried over this many of the most probable kept tokens."""
-NUCLEUS_SLACK = 0.0
-"""Probability slack on the top-p threshold, for fp32 rounding of the running sum."""
 
 
 def _top_k(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
@@ -48,13 +46,12 @@ def _top_k(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
 def _nucleus_cutoff(desc: jax.Array, log_z: jax.Array, top_p: jax.Array) -> tuple[jax.Array, jax.Array]:
     """The smallest logit inside each row's nucleus, from logits sorted descending.
 
-    A token is inside when the mass before it is below ``top_p``; the slack keeps fp32
-    rounding of the running sum from cutting the token that crosses the threshold. Also
-    returns whether the nucleus closed within ``desc`` (always, for the full vocabulary).
+    A token is inside when the mass before it is below ``top_p``. Also returns whether the
+    nucleus closed within ``desc`` (always, for the full vocabulary).
     """
     probs = jnp.exp(desc - log_z)
     before = jnp.cumsum(probs, axis=-1) - probs
-    inside = before < (top_p + NUCLEUS_SLACK)[:, None]
+    inside = before < top_p[:, None]
     count = jnp.sum(inside, axis=-1)
     reached = jnp.sum(probs * inside, axis=-1) >= top_p
     cutoff = jnp.take_along_axis(desc, jnp.maximum(count - 1, 0)[:, None], axis=-1)
