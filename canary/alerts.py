@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 ALERTNAME = "CanaryQualityRegression"
-ALERTS = AlertRow.__table__
+ALERTS: sa.Table = AlertRow.__table__  # type: ignore[assignment]
 State = Literal["pending", "firing", "resolved"]
 Event = Literal["firing", "resolved"]
 
@@ -220,7 +220,7 @@ async def evaluate_alerts(
                 None
                 if row is None
                 else AlertState(row.state, row.started_at, row.fired_at, row.last_active_at)
-            )  # type: ignore[arg-type]
+            )
             nxt, event = advance(current, finding is not None, now, spec)
             if nxt is None:
                 continue
@@ -240,7 +240,7 @@ async def evaluate_alerts(
                     "target_id": key[0],
                     "metric": key[1],
                 }
-                stmt = sa.insert(ALERTS).values(**values).returning(*ALERTS.c)
+                stmt: sa.Executable = sa.insert(ALERTS).values(**values).returning(*ALERTS.c)
             else:
                 stmt = sa.update(ALERTS).where(ALERTS.c.id == row.id).values(**values).returning(*ALERTS.c)
             saved = (await conn.execute(stmt)).one()

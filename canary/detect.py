@@ -208,7 +208,7 @@ async def _sessions(
         .where(ScoreRow.created_at > since, ScoreRow.created_at <= now)
         .group_by(RunRow.session_key)
     )
-    by_session = {key: (int(f), int(n)) for key, n, f in (await conn.execute(q)).all()}
+    by_session = {str(key): (int(f), int(n)) for key, n, f in (await conn.execute(q)).all()}
     if len(by_session) < 2:
         return {}, None
     result = session_clustering(by_session, rng, permutations=spec.session_permutations)
@@ -238,7 +238,7 @@ async def _deploys(
         .where(RunRow.started_at.between(around - look, around + look))
         .distinct()
     )
-    return ids + sorted(d for d in tagged.scalars() if d not in ids)
+    return ids + sorted(d for d in tagged.scalars() if d is not None and d not in ids)
 
 
 async def _enrich(

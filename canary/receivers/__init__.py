@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from canary.config import resolve_secret
+from canary.config import Secret, resolve_secret
 from canary.errors import ConfigError
 from canary.receivers.base import DeliveryResult, Receiver, ReceiverSpec
 from canary.receivers.pagerduty import EVENTS_URL, PagerDutyReceiver
@@ -41,6 +41,7 @@ def build_receivers(specs: Sequence[ReceiverSpec], path: Path | str) -> dict[str
         if spec.name in out:
             raise ConfigError(path, f"{key}.name", f"duplicate receiver name '{spec.name}'")
         url = resolve_secret(spec.url, path, f"{key}.url") if spec.url else EVENTS_URL
+        secret: Secret | str | None
         if spec.kind == "pagerduty":
             secret = resolve_secret(spec.routing_key or "", path, f"{key}.routing_key")
         else:
