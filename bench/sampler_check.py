@@ -18,14 +18,17 @@ from canary.sampler_check import DEFAULT_SAMPLER, run_sampler_check
 
 def main() -> int:
     sampler = sys.argv[sys.argv.index("--sampler") + 1] if "--sampler" in sys.argv else DEFAULT_SAMPLER
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     report = run_sampler_check(sampler, grid="default", seed=0)
     cold = time.perf_counter() - started  # includes importing JAX and every compilation
+    # CPU seconds over all threads: a wall time taken on a shared machine needs this beside it.
+    cold_cpu = time.process_time() - cpu_started
     started = time.perf_counter()
     warm_report = run_sampler_check(sampler, grid="default", seed=1)
     warm = time.perf_counter() - started  # compiled executables are cached: run time only
     print("\n".join(report.summary_lines()))
-    print(f"default sweep: {cold:.1f} s cold (import + compile + run), {warm:.1f} s warm (run only)")
+    print(f"default sweep: {cold:.1f} s cold (compile + run; {cold_cpu:.1f} CPU s), {warm:.1f} s warm")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     print(f"machine: {platform.machine()} cpus={os.cpu_count()} device={report.device}")
     figures = {
         "bench": "sampler_check",
@@ -35,6 +38,8 @@ def main() -> int:
         "cpus": os.cpu_count(),
         "cases": report.config["cases"],
         "cold_s": round(cold, 2),
+        "cold_cpu_s": round(cold_cpu, 2),
+        "load_average": round(os.getloadavg()[0], 2),
         "warm_s": round(warm, 2),
         "passed": report.passed and warm_report.passed,
     }

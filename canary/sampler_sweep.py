@@ -29,7 +29,14 @@ import numpy as np
 
 from canary.sampler_grid import SweepCase, SweepGrid
 from canary.sampler_inputs import KINDS, chi_square_row, make_row
-from canary.sampler_reference import chi_square_test, reference_batch, reference_distribution, row_violations
+from canary.sampler_reference import (
+    ReferenceBatch,
+    chi_square_test,
+    kept_sets_differ,
+    reference_batch,
+    reference_distribution,
+    row_violations,
+)
 from canary.sampler_report import Reproducer, SamplerCheckReport
 from canary.samplers import Sampler
 
@@ -175,7 +182,7 @@ class _Sweep:
             self.report.record(inv, int(scope.sum()), int(bad.sum()), rep)
 
         if case.batch > 1:
-            self._batch_invariance(case, logits, specs, temps, top_ps, key, tokens, kept, reproducer)
+            self._batch_invariance(case, logits, ref, temps, top_ps, key, tokens, kept, reproducer)
         plan = self.grid.chi_square
         if (case.vocab, case.batch) == (plan.vocab, plan.batch):
             self._chi_square(index, case, key)
@@ -184,7 +191,7 @@ class _Sweep:
         self,
         case: SweepCase,
         logits: np.ndarray,
-        specs: list[tuple[str, float, float]],
+        ref: ReferenceBatch,
         temps: np.ndarray,
         top_ps: np.ndarray,
         key: jax.Array,
@@ -200,7 +207,7 @@ class _Sweep:
         r_tokens = np.roll(r_tokens, -1)
         bad = greedy & (r_tokens != tokens)
         if kept is not None and r_kept is not None:
-            bad |= (np.roll(r_kept, -1, 0) != kept).any(axis=-1)
+            bad |= kept_sets_differ(logits, ref, np.roll(r_kept, -1, 0), kept, top_ps)
         rep = None
         if bad.any():
             r = int(np.flatnonzero(bad)[0])
@@ -221,7 +228,8 @@ class _Sweep:
             c_tokens, c_kept = self.run(logits[idx], case.dtype, key, temps[idx], top_ps[idx], case.top_k)
             bad[idx] |= greedy[idx] & (c_tokens != tokens[idx])
             if kept is not None and c_kept is not None:
-                bad[idx] |= (c_kept != kept[idx]).any(axis=-1)
+                sub = ReferenceBatch(ref.is_max[idx], ref.in_top_k[idx], ref.probs[idx])
+                bad[idx] |= kept_sets_differ(logits[idx], sub, c_kept, kept[idx], top_ps[idx])
         rep = None
         if bad.any():
             r = int(np.flatnonzero(bad)[0])
