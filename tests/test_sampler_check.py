@@ -167,3 +167,16 @@ def test_the_fleet_sampler_loads_and_meets_the_output_contract() -> None:
     grid = SweepGrid(cases=(SweepCase("fp32", 256, 8, 50),), chi_square=ChiSquarePlan(vocab=0), name="one")
     report = run_sweep(load_sampler(FLEET), FLEET, grid)
     assert report.returns_kept and report.checked["argmax_kept"] > 0
+
+
+def test_kept_sets_may_differ_only_at_a_top_p_boundary_within_rounding() -> None:
+    from canary.sampler_reference import kept_sets_differ, reference_batch
+
+    logits = np.log(np.array([[0.5, 0.3, 0.2 - 1e-6, 1e-6]]))  # mass before token 2 is 0.8
+    ref = reference_batch(logits, np.array([1.0]), 0)
+    exact = np.array([[True, True, True, False]])
+    boundary = np.array([[True, True, False, False]])
+    no_argmax = np.array([[False, True, True, False]])
+    assert not kept_sets_differ(logits, ref, exact, boundary, np.array([0.80001]))[0]
+    assert kept_sets_differ(logits, ref, exact, boundary, np.array([0.9]))[0]
+    assert kept_sets_differ(logits, ref, exact, no_argmax, np.array([0.80001]))[0]
