@@ -288,3 +288,83 @@ class DeliveryAttemptRow(Base):
     duration_ms: Mapped[float] = mapped_column(sa.Float)
 
     __table_args__ = (sa.Index("ix_delivery_attempts_delivery", "delivery_id"),)
+
+
+# --- Dashboards (issue 6) --------------------------------------------------------------------
+# Rollups maintained by canary.rollups.refresh_rollups: dashboards and the status page read
+# these (through the views of migration 0003) instead of scanning raw runs and scores.
+
+
+class ScoreRollupMinuteRow(Base):
+    """Runs and failures per (cell, metric, minute), recomputed whole from ``scores``."""
+
+    __tablename__ = "score_rollup_minute"
+
+    target_id: Mapped[int] = mapped_column(sa.ForeignKey("targets.id"), primary_key=True)
+    metric: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    minute: Mapped[datetime] = mapped_column(primary_key=True)
+    runs: Mapped[int] = mapped_column(sa.Integer)
+    failures: Mapped[int] = mapped_column(sa.Integer)
+
+    __table_args__ = (sa.Index("ix_score_rollup_minute_brin", "minute", postgresql_using="brin"),)
+
+
+class ScoreRollupHourRow(Base):
+    """Runs and failures per (cell, metric, hour): what ranges longer than two days read."""
+
+    __tablename__ = "score_rollup_hour"
+
+    target_id: Mapped[int] = mapped_column(sa.ForeignKey("targets.id"), primary_key=True)
+    metric: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+    runs: Mapped[int] = mapped_column(sa.Integer)
+    failures: Mapped[int] = mapped_column(sa.Integer)
+
+    __table_args__ = (sa.Index("ix_score_rollup_hour_brin", "hour", postgresql_using="brin"),)
+
+
+class RunRollupMinuteRow(Base):
+    """Requests, request errors, latency percentiles and served-by pool mix per (cell, minute).
+
+    Cancelled runs (stored at shutdown) are left out: they say nothing about the cell.
+    """
+
+    __tablename__ = "run_rollup_minute"
+
+    target_id: Mapped[int] = mapped_column(sa.ForeignKey("targets.id"), primary_key=True)
+    minute: Mapped[datetime] = mapped_column(primary_key=True)
+    runs: Mapped[int] = mapped_column(sa.Integer)
+    errors: Mapped[int] = mapped_column(sa.Integer)
+    latency_p50_ms: Mapped[float | None] = mapped_column(sa.Float)
+    latency_p95_ms: Mapped[float | None] = mapped_column(sa.Float)
+    latency_max_ms: Mapped[float | None] = mapped_column(sa.Float)
+    pools: Mapped[dict[str, Any]] = mapped_column(server_default=sa.text("'{}'::jsonb"))
+
+    __table_args__ = (sa.Index("ix_run_rollup_minute_brin", "minute", postgresql_using="brin"),)
+
+
+class RunRollupHourRow(Base):
+    """:class:`RunRollupMinuteRow` per hour; percentiles are computed from the hour's runs."""
+
+    __tablename__ = "run_rollup_hour"
+
+    target_id: Mapped[int] = mapped_column(sa.ForeignKey("targets.id"), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+    runs: Mapped[int] = mapped_column(sa.Integer)
+    errors: Mapped[int] = mapped_column(sa.Integer)
+    latency_p50_ms: Mapped[float | None] = mapped_column(sa.Float)
+    latency_p95_ms: Mapped[float | None] = mapped_column(sa.Float)
+    latency_max_ms: Mapped[float | None] = mapped_column(sa.Float)
+    pools: Mapped[dict[str, Any]] = mapped_column(server_default=sa.text("'{}'::jsonb"))
+
+    __table_args__ = (sa.Index("ix_run_rollup_hour_brin", "hour", postgresql_using="brin"),)
+
+
+# Failing samples are a sliver of all scores; this partial index lets "the latest failures of a
+# cell" skip the passing rows instead of reading every score of the range.
+sa.Index(
+    "ix_scores_failed_target_created",
+    ScoreRow.__table__.c.target_id,
+    sa.text("created_at DESC"),
+    postgresql_where=sa.text("NOT passed"),
+)
