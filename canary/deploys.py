@@ -29,7 +29,7 @@ LATENCY = "latency_ms"
 MAX_VALUES = 5000  # latency values read per side; Mann-Whitney needs no more
 
 
-DEPLOYS = DeployRow.__table__
+DEPLOYS: sa.Table = DeployRow.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)

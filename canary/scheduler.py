@@ -188,7 +188,7 @@ class ProbeScheduler:
 
     def _on_event(self, event: JobEvent) -> None:
         if event.code == EVENT_JOB_SUBMITTED:
-            self.scheduled[event.job_id] = event.scheduled_run_times[-1]  # type: ignore[attr-defined]
+            self.scheduled[event.job_id] = event.scheduled_run_times[-1]
         elif event.code == EVENT_JOB_MISSED:
             self.metrics.missed.inc()
         elif event.code == EVENT_JOB_MAX_INSTANCES:

@@ -121,11 +121,10 @@ def _test(s: MetricSamples, policy: VerdictPolicy) -> MetricResult:
         if len(x) < policy.min_samples or len(y) < policy.min_samples:
             result.reason = f"too few samples (need {policy.min_samples} per side)"
             return result
-        cmp = compare_continuous(x, y, alternative="greater")
-        base_median = float(np.median(y))
-        result.canary_rate, result.baseline_rate = float(np.median(x)), base_median
-        result.effect, result.ci_low, result.ci_high = cmp.shift, cmp.ci_low, cmp.ci_high
-        result.p_value, result.method = cmp.p_value, "mann-whitney"
+        shift = compare_continuous(x, y, alternative="greater")
+        result.canary_rate, result.baseline_rate = float(np.median(x)), float(np.median(y))
+        result.effect, result.ci_low, result.ci_high = shift.shift, shift.ci_low, shift.ci_high
+        result.p_value, result.method = shift.p_value, "mann-whitney"
         return result
     result = MetricResult(s.metric, "rate", "INCONCLUSIVE", "", critical, muted, s.canary_n, s.baseline_n)
     if s.canary_n < policy.min_samples or s.baseline_n < policy.min_samples:
@@ -153,7 +152,8 @@ def _decide_metrics(results: list[MetricResult], policy: VerdictPolicy) -> None:
 
     tested = [r for r in results if r.p_value is not None]
     deciding = [r for r in tested if not r.muted]
-    rejected = benjamini_hochberg([r.p_value for r in deciding], q=policy.alpha) if deciding else []
+    p_values = [r.p_value if r.p_value is not None else 1.0 for r in deciding]
+    rejected: list[bool] = [bool(v) for v in benjamini_hochberg(p_values, q=policy.alpha)] if deciding else []
     significant = {id(r) for r, rej in zip(deciding, rejected, strict=True) if rej}
     significant |= {id(r) for r in tested if r.muted and (r.p_value or 1.0) <= policy.alpha}
     for r in tested:
