@@ -20,6 +20,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from fnmatch import fnmatchcase
 from typing import Any, Literal
 
 import numpy as np
@@ -36,7 +37,7 @@ from canary.stats import (
     rate_difference_ci,
 )
 
-Kind = Literal["self", "peer"]
+Kind = Literal["self", "peer", "invariant"]
 MAX_NULL_RATE = 0.99  # the sequential test needs p0 < 1
 
 
@@ -59,6 +60,9 @@ class DetectionSpec(BaseModel):
     deploy_lookaround_s: float = Field(default=3600.0, ge=0)
     session_permutations: int = Field(default=999, ge=99)
     interval_s: float = Field(default=60.0, gt=0)  # `canary detect` without --once
+    # Metrics that never fail on a healthy cell (a run served by the wrong pool): one failure in
+    # the window is a finding, with no baseline, sample-size or effect requirement.
+    invariant_metrics: list[str] = Field(default_factory=lambda: ["routing"])
 
     @model_validator(mode="after")
     def _bucket_fits(self) -> DetectionSpec:
@@ -161,6 +165,8 @@ def self_candidate(
     w = spec.window_bins
     observed = Counts(int(f[-w:].sum()), int(nn[-w:].sum()))
     baseline = Counts(int(f[:-w].sum()), int(nn[:-w].sum())) if f.size > w else Counts()
+    if is_invariant(metric, spec):
+        return invariant_candidate(target_id, cell, metric, observed, baseline, spec)
     source = "own history"
     if baseline.n < spec.min_baseline_runs and peer_baseline is not None and peer_baseline.n:
         baseline, source = baseline + peer_baseline, "own + peer history"
@@ -170,6 +176,39 @@ def self_candidate(
     p = always_valid_p_value(observed.failures, observed.n, p0)
     ci = rate_difference_ci(observed.failures, observed.n, baseline.failures, baseline.n)
     return Candidate(target_id, cell, metric, "self", p, p0, baseline, observed, ci, {"baseline": source})
+
+
+def is_invariant(metric: str, spec: DetectionSpec) -> bool:
+    return any(fnmatchcase(metric, g) for g in spec.invariant_metrics)
+
+
+def invariant_candidate(
+    target_id: int, cell: str, metric: str, observed: Counts, baseline: Counts, spec: DetectionSpec
+) -> Candidate | None:
+    """A violated invariant: any failure in the window is conclusive (p = 0), however few runs.
+
+    Served-by evidence sees a misroute the first time it happens; waiting for a rate to become
+    significant would throw away exactly the advantage the DESIGN's ~125-probe figure rests on.
+    """
+    if observed.failures == 0:
+        return None
+    ci = (
+        rate_difference_ci(observed.failures, observed.n, baseline.failures, baseline.n)
+        if baseline.n
+        else (rate_ci(observed.failures, observed.n))
+    )
+    return Candidate(
+        target_id,
+        cell,
+        metric,
+        "invariant",
+        0.0,
+        spec.baseline_floor,
+        baseline,
+        observed,
+        ci,
+        {"invariant": True},
+    )
 
 
 def peer_candidate(
@@ -221,7 +260,7 @@ def select(candidates: Sequence[Candidate], spec: DetectionSpec) -> list[Selecte
     cutoff = spec.false_discovery_rate * max(k, 1) / m
     out = []
     for c, rejected in zip(candidates, mask, strict=True):
-        if rejected and c.effect >= spec.min_effect:
+        if rejected and (c.kind == "invariant" or c.effect >= spec.min_effect):
             mde = minimum_detectable_effect(min(c.null_rate, 0.5), c.observed.n, alpha=cutoff)
             out.append(Selected(c, cutoff, mde))
     return out
@@ -276,6 +315,10 @@ def format_message(
 ) -> str:
     """The one line an on-call engineer acts on: which cell and metric, how bad, how sure, since when."""
     c = s.candidate
+    if c.kind == "invariant":
+        return _invariant_message(
+            c, change_at=change_at, deploy_ids=deploy_ids, sample=sample, sessions=sessions
+        )
     against = "baseline" if c.kind == "self" else f"peers ({len(c.details.get('peers', []))})"
     observed = f"({c.observed.failures}/{c.observed.n})"
     baseline = f"{pct(c.baseline_rate)} ({c.baseline.failures}/{c.baseline.n})"
@@ -287,6 +330,29 @@ def format_message(
     ]
     if change_at is not None:
         parts.append(f"since {change_at:%Y-%m-%d %H:%MZ}")
+    if deploy_ids:
+        parts.append("deploys: " + ", ".join(deploy_ids))
+    if sessions:
+        parts.append(sessions)
+    if sample:
+        parts.append(f'e.g. "{sample}"')
+    return "; ".join(parts)
+
+
+def _invariant_message(
+    c: Candidate,
+    *,
+    change_at: datetime | None,
+    deploy_ids: Sequence[str],
+    sample: str | None,
+    sessions: str | None,
+) -> str:
+    parts = [
+        f"{c.cell} {c.metric} [invariant]: {c.observed.failures} of {c.observed.n} runs violated it "
+        f"({pct(c.observed_rate)}); a healthy cell never does (history {c.baseline.failures}/{c.baseline.n})"
+    ]
+    if change_at is not None:
+        parts.append(f"first {change_at:%Y-%m-%d %H:%MZ}")
     if deploy_ids:
         parts.append("deploys: " + ", ".join(deploy_ids))
     if sessions:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -85,7 +86,21 @@ def run_sampler_check(
     "--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of inputs and draws."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON line instead of text.")
-def sampler_check_command(sampler_path: str, full: bool, quick: bool, seed: int, as_json: bool) -> None:
+@click.option(
+    "--store/--no-store",
+    default=True,
+    show_default=True,
+    help="Record the report in the canary database ($DATABASE_URL, or the embedded one).",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Embedded PostgreSQL data directory (used when no DATABASE_URL is set).",
+)
+def sampler_check_command(
+    sampler_path: str, full: bool, quick: bool, seed: int, as_json: bool, store: bool, data_dir: Path | None
+) -> None:
     """Check a JAX sampler's conformance on the default JAX device.
 
     Sweeps batch sizes, vocabulary sizes, bf16/fp32, temperatures, top-k and top-p over
@@ -112,6 +127,13 @@ def sampler_check_command(sampler_path: str, full: bool, quick: bool, seed: int,
     else:
         for line in report.summary_lines():
             click.echo(line)
+    if store:
+        from canary.db import database
+        from canary.sampler_store import store_report
+
+        with database(None, data_dir) as url:
+            row_id = store_report(url, report)
+        click.echo(f"stored as sampler_checks.id={row_id}", err=True)
     sys.exit(0 if report.passed else 1)
 
 

@@ -46,6 +46,22 @@ def test_a_healthy_window_is_not_evidence_and_a_shifted_one_is() -> None:
     assert hot.effect_ci[0] > 0.1
 
 
+def test_one_run_served_by_the_wrong_pool_is_a_finding_however_few_runs() -> None:
+    """Routing is an invariant: no baseline, sample size or effect floor stands in the way."""
+    n = np.zeros(300, dtype=int)
+    n[-1] = 5  # a young cell: 5 runs in all, no history
+    failures = np.zeros(300, dtype=int)
+    assert self_candidate(1, "m/p/front-door", "routing", failures, n, SPEC) is None
+    failures[-1] = 1
+    found = self_candidate(1, "m/p/front-door", "routing", failures, n, SPEC)
+    assert found is not None and found.kind == "invariant" and found.p_value == 0.0
+    [selected] = select([found], SPEC.model_copy(update={"min_effect": 0.5}))
+    message = format_message(selected, change_at=None, deploy_ids=[], sample=None)
+    assert message.startswith("m/p/front-door routing [invariant]: 1 of 5 runs violated it")
+    # the same counts on a metric that is not an invariant are not enough evidence
+    assert self_candidate(1, "m/p/front-door", "known_answer", failures, n, SPEC) is None
+
+
 def test_a_short_history_borrows_the_peers_baseline_and_too_little_data_is_skipped() -> None:
     f, n = np.zeros(20, dtype=int), np.full(20, 5)
     assert self_candidate(1, "c", "x", f, n, SPEC) is None  # 40 baseline runs < 100

@@ -6,11 +6,13 @@ import importlib.util
 import json
 import subprocess
 import sys
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 
 from canary.sampler_check import SamplerLoadError, load_sampler, sampler_check_command
@@ -130,17 +132,45 @@ def test_load_sampler_rejects_bad_paths() -> None:
             load_sampler(bad)
 
 
-def test_cli_exits_0_with_json_for_a_conforming_sampler() -> None:
+def stored_checks(db_url: str) -> list[sa.Row[Any]]:
+    engine = sa.create_engine(db_url)
+    with engine.connect() as conn:
+        rows = list(
+            conn.execute(
+                sa.text(
+                    "SELECT sampler, passed, device, jax_version, violations, config "
+                    "FROM sampler_checks ORDER BY id"
+                )
+            )
+        )
+    engine.dispose()
+    return rows
+
+
+def test_cli_exits_0_with_json_for_a_conforming_sampler_and_stores_the_run(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", db_url)
     result = CliRunner().invoke(sampler_check_command, ["--quick", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["passed"] is True
+    report = json.loads(result.output.splitlines()[0])
+    assert report["passed"] is True
+    [row] = stored_checks(db_url)
+    assert row.sampler == "canary.samplers:reference_sample" and row.passed is True
+    assert row.device == report["device"] and row.jax_version == report["jax_version"]
+    assert row.config["seed"] == 0 and set(row.violations) == set(report["violations"])
 
 
-def test_cli_exits_1_and_prints_the_invariant_and_a_minimal_input() -> None:
+def test_cli_exits_1_and_prints_the_invariant_and_a_minimal_input(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", db_url)
     args = ["--quick", "--sampler", "canary.samplers:bf16_argmax_sample"]
     result = CliRunner().invoke(sampler_check_command, args)
     assert result.exit_code == 1
     assert "greedy_argmax violated" in result.output and "minimal input:" in result.output
+    [row] = stored_checks(db_url)
+    assert row.passed is False and row.violations["greedy_argmax"] > 0
 
 
 def test_cli_exits_2_on_an_unloadable_sampler_or_bad_arguments() -> None:
