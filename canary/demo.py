@@ -35,8 +35,8 @@ from canary.runner import PassSummary, run_pass
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_SCENARIO = REPO / "scenarios" / "postmortem.toml"
-DEFAULT_PROBES = "!longctx-xl"  # the 100k-token needle is for rare schedules, not every pass
-FRONT_DOOR_SESSIONS = 16  # stable session keys per front-door cell: misrouting is sticky per session
+# One or more probe sets per kind of evidence; the whole catalog works too (--probes '!longctx-xl').
+DEFAULT_PROBES = "prose-en,prose-ko,code-python,code-javascript,arithmetic,facts,determinism,sampling,longctx"
 
 # Which metrics can reveal each fault; a finding on another metric is not credited to it.
 FAULT_METRICS: dict[str, set[str]] = {
@@ -44,6 +44,8 @@ FAULT_METRICS: dict[str, set[str]] = {
     "corrupt": {"unexpected_script", "code_syntax", "known_answer", "determinism"},
     "topk_drop": {"argmax_conformance", "determinism", "known_answer"},
 }
+# The metric that is direct evidence of the fault, whatever else is going on at the same place.
+DIRECT_EVIDENCE = {"misroute": "routing", "corrupt": "unexpected_script", "topk_drop": "argmax_conformance"}
 
 
 @dataclass
@@ -72,10 +74,9 @@ class DemoResult:
 def demo_targets(fleet_config: Any, base_url: str, concurrency: int) -> list[Target]:
     from canary.fleet import fleet_targets
 
+    # Front doors are probed without session keys: every request is a fresh routing draw, so the
+    # canary samples the router's whole population of sessions rather than a few sticky ones.
     tables = fleet_targets(fleet_config, base_url)
-    for table in tables:
-        if table["pool"] == "front-door":
-            table["sessions"] = FRONT_DOOR_SESSIONS
     return list(build_config({"defaults": {"concurrency": concurrency}, "targets": tables}, "demo").targets)
 
 
@@ -92,16 +93,30 @@ def demo_detection_spec(pass_s: float) -> DetectionSpec:
 
 
 def credit(detections: list[Detection], finding: Finding, day: float) -> bool:
-    """Credit ``finding`` to the first open fault episode it can reveal; False if none."""
+    """Credit ``finding`` to the open fault episode it best explains; False if none explains it.
+
+    1. Direct evidence first: a ``routing`` failure is a misroute, an unexpected script is
+       corruption, an argmax violation a dropped top token.
+    2. Otherwise the most specific episode: one on the finding's own pool before one that is
+       platform-wide (a front door sees its pools' faults too).
+    """
     _model, platform, pool = finding.cell.split("/", 2)
-    for d in detections:
+
+    def explains(d: Detection) -> bool:
         active = d.began_day <= day and (d.ended_day is None or day <= d.ended_day + 1)
         same_place = d.platform == platform and (d.pool is None or pool in (d.pool, "front-door"))
-        if active and same_place and finding.metric in FAULT_METRICS[d.fault]:
-            if d.flagged_day is None:
-                d.flagged_day, d.finding = day, finding
-            return True
-    return False
+        return active and same_place and finding.metric in FAULT_METRICS[d.fault]
+
+    candidates = sorted(
+        (d for d in detections if explains(d)),
+        key=lambda d: (DIRECT_EVIDENCE[d.fault] != finding.metric, d.pool is None),
+    )
+    if not candidates:
+        return False
+    best = candidates[0]
+    if best.flagged_day is None:
+        best.flagged_day, best.finding = day, finding
+    return True
 
 
 @contextmanager
@@ -120,7 +135,7 @@ def demo_database(data_dir: Path | None) -> Iterator[str]:
 def run_demo(
     *,
     scenario_path: Path = DEFAULT_SCENARIO,
-    days_per_pass: float = 1.0,
+    days_per_pass: float = 2.0,
     probes_pattern: str = DEFAULT_PROBES,
     concurrency: int = 8,
     data_dir: Path | None = None,
