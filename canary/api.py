@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, HTTPException, Query, Response
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -32,6 +32,7 @@ from canary.deploys import (
 )
 from canary.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from canary.models import FindingRow
+from canary.status_page import install_status_page
 from canary.verdicts import VerdictPolicy
 
 MAX_DURATION_S = 7 * 86400.0
@@ -82,9 +83,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         if creds is None or not secrets.compare_digest(creds.credentials.encode(), ctx.token.encode()):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
-    @app.get("/", include_in_schema=False)
-    async def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
+    install_status_page(app, lambda: ctx.engine)  # GET /: the health matrix for people without Grafana
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -80,7 +80,11 @@ SELECT t.id AS target_id, t.cell, t.model, t.platform, t.pool,
        END AS status,
        CASE WHEN coalesce(a.severity, 0) > coalesce(w.severity, 0) THEN a.metric ELSE w.metric END
            AS worst_metric,
-       w.rate AS recent_rate, w.baseline_rate, w.runs AS recent_runs, w.failures AS recent_failures,
+       -- rates belong to the worst metric by rate; an alert's metric shows without them
+       CASE WHEN coalesce(a.severity, 0) > coalesce(w.severity, 0) THEN NULL ELSE w.rate END AS recent_rate,
+       CASE WHEN coalesce(a.severity, 0) > coalesce(w.severity, 0) THEN NULL ELSE w.baseline_rate END
+           AS baseline_rate,
+       w.runs AS recent_runs, w.failures AS recent_failures,
        coalesce(a.open_alerts, 0) AS open_alerts
 FROM targets t
 LEFT JOIN worst w ON w.target_id = t.id
