@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import anyio
-import httpx
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, EVENT_JOB_SUBMITTED, JobEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -30,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from canary.catalog import Catalog, Probe
-from canary.cells import Cell, CellPool, RateLimiter
+from canary.cells import CellPool
 from canary.config import Target
 from canary.metrics import ServiceMetrics
 from canary.runner import run_pass
@@ -113,31 +112,6 @@ def plan_jobs(targets: Sequence[Target], catalog: Catalog, shard: Shard, spec: S
     return jobs
 
 
-class SharedTLSCellPool(CellPool):
-    """A :class:`CellPool` whose per-cell clients share one TLS context.
-
-    A default ``httpx.AsyncClient`` loads the CA bundle into a context of its own: ~0.8 MB and
-    tens of milliseconds each, so 1,000 cells cost ~800 MB and stall the event loop on their
-    first passes. One context shared by every client costs that once. (This belongs in
-    ``canary.cells.new_client``; the service keeps it here until it moves there.)
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.tls = httpx.create_ssl_context()
-
-    async def get(self, target: Target) -> Cell:
-        cell = self.cells.get(target.cell)
-        if cell is None or cell.target != target:
-            limits = httpx.Limits(
-                max_connections=target.concurrency, max_keepalive_connections=target.concurrency
-            )
-            client = httpx.AsyncClient(limits=limits, follow_redirects=False, verify=self.tls)
-            await self.stack.enter_async_context(client)
-            rate = RateLimiter(target.requests_per_minute) if target.requests_per_minute else None
-            cell = Cell(target, client, anyio.CapacityLimiter(target.concurrency), rate)
-            self.cells[target.cell] = cell
-        return cell
 
 
 class ProbeScheduler:

@@ -27,12 +27,13 @@ from sqlalchemy.pool import NullPool
 
 from canary.api import ApiContext, create_app
 from canary.catalog import Catalog
+from canary.cells import CellPool
 from canary.config import Config, resolve_secret, reveal
 from canary.db import async_engine
 from canary.deploys import active_bursts, evaluate_running, running_deploys
 from canary.metrics import ServiceMetrics
 from canary.models import AlertRow
-from canary.scheduler import ProbeScheduler, ScheduleSpec, Shard, SharedTLSCellPool, plan_jobs
+from canary.scheduler import ProbeScheduler, ScheduleSpec, Shard, plan_jobs
 from canary.validation import validate
 from canary.verdicts import VerdictPolicy
 
@@ -289,7 +290,7 @@ class Service:
         engine = async_engine(self.url, pool_size=self.spec.db_pool_size)
         lock = SingletonLock(self.url)
         try:
-            async with SharedTLSCellPool() as cells, anyio.create_task_group() as tg:
+            async with CellPool() as cells, anyio.create_task_group() as tg:
                 jobs = plan_jobs(self.config.targets, self.catalog, self.shard, self.spec.schedule)
                 self.scheduler = ProbeScheduler(engine, cells, jobs, self.spec.schedule, self.metrics)
                 ctx = ApiContext(
