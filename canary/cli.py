@@ -207,6 +207,7 @@ def demo(
 # Modules registered here must not import JAX at import time (only inside the command body).
 # One import line and one add_command line per subsystem.
 from canary.alerts_cli import register as alerts_register  # noqa: E402
+from canary.dashboards_cli import dashboards_group  # noqa: E402
 from canary.fleet.cli import fleet_command  # noqa: E402
 from canary.sampler_check import sampler_check_command  # noqa: E402
 from canary.service_cli import deploy_group, serve_command, verdict_command  # noqa: E402
@@ -216,4 +217,5 @@ main.add_command(fleet_command)
 main.add_command(serve_command)
 main.add_command(deploy_group)
 main.add_command(verdict_command)
+main.add_command(dashboards_group)
 alerts_register(main)
