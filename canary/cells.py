@@ -92,11 +92,30 @@ def new_client(target: Target) -> httpx.AsyncClient:
     return httpx.AsyncClient(limits=limits, follow_redirects=False, verify=shared_tls_context())
 
 
+@dataclass
+class Registry:
+    """Database ids and reference outputs already known to this process.
+
+    A long-running service runs thousands of passes over the same cells and probe versions;
+    recording them (and loading references) once instead of every pass saves three queries
+    and an advisory lock that would otherwise serialise every pass in the fleet.
+    """
+
+    targets: dict[str, tuple[Target, int]] = field(default_factory=dict)  # cell -> (as synced, id)
+    probes: dict[tuple[str, str], int] = field(default_factory=dict)  # (probe id, version) -> row id
+    references: dict[tuple[int, int], str] = field(default_factory=dict)  # (target id, probe row) -> text
+    references_loaded: set[int] = field(default_factory=set)  # target ids
+
+    def unsynced_targets(self, targets: Sequence[Target]) -> list[Target]:
+        return [t for t in targets if self.targets.get(t.cell, (None, 0))[0] != t]
+
+
 class CellPool:
-    """Cells by name, created on first use and closed together."""
+    """Cells by name, created on first use and closed together, with their :class:`Registry`."""
 
     def __init__(self, shared_client: httpx.AsyncClient | None = None) -> None:
         self.cells: dict[str, Cell] = {}
+        self.registry = Registry()
         self.shared_client = shared_client
         self.stack = AsyncExitStack()
 

@@ -121,10 +121,7 @@ class PassRunner:
         """1. Record cells and probe versions. 2. Load the cells' reference outputs.
         3. Probe every (cell, probe) concurrently, bounded per cell. 4. Store in batches."""
         started = time.perf_counter()
-        async with self.engine.begin() as conn:
-            self.cell_ids = await sync_targets(conn, targets)
-            self.probe_ids = await sync_probes(conn, probes)
-            self.references = await load_references(conn, self.cell_ids.values())
+        await self._register(targets, probes)
         self.cell_names = {target_id: cell for cell, target_id in self.cell_ids.items()}
         summary = PassSummary(self.pass_id, {t.cell: CellSummary(t.cell) for t in targets})
         send, receive = anyio.create_memory_object_stream[RunResult](max_buffer_size=self.batch_size * 4)
@@ -144,6 +141,25 @@ class PassRunner:
             raise
         summary.duration_s = time.perf_counter() - started
         return summary
+
+    async def _register(self, targets: Sequence[Target], probes: Sequence[Probe]) -> None:
+        """Record new cells and probe versions and load references, once per process."""
+        registry = self.cells.registry
+        new_targets = registry.unsynced_targets(targets)
+        new_probes = [p for p in probes if (p.id, p.version) not in registry.probes]
+        if new_targets or new_probes:
+            async with self.engine.begin() as conn:
+                synced = await sync_targets(conn, new_targets)
+                registry.probes.update(await sync_probes(conn, new_probes))
+            registry.targets.update({t.cell: (t, synced[t.cell]) for t in new_targets})
+        self.cell_ids = {t.cell: registry.targets[t.cell][1] for t in targets}
+        unloaded = [i for i in self.cell_ids.values() if i not in registry.references_loaded]
+        if unloaded:
+            async with self.engine.connect() as conn:
+                registry.references.update(await load_references(conn, unloaded))
+            registry.references_loaded.update(unloaded)
+        self.probe_ids = registry.probes
+        self.references = registry.references
 
     async def _probe(
         self,
@@ -197,7 +213,7 @@ class PassRunner:
                 scores = []
                 completion.error = f"scoring failed: {type(exc).__name__}"
             if establishes:
-                reference = completion.text
+                reference = self.references[(target_id, probe_pk)] = completion.text
             await send.send(
                 RunResult(
                     pass_id=self.pass_id,

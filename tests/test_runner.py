@@ -209,3 +209,25 @@ async def test_a_cancelled_pass_records_in_flight_runs_as_cancelled(
         ("error", "cancelled", 0),
         ("error", "cancelled", 0),
     ]
+
+
+async def test_a_shared_cell_pool_records_cells_and_probes_once_and_remembers_references(
+    engine: AsyncEngine, half_failing_config: Path
+) -> None:
+    from canary.cells import CellPool
+
+    config = load_config(half_failing_config)
+    probes = load_catalog(config.probes_dir).probes
+    async with CellPool() as cells:
+        await run_pass(engine, config.targets[:1], probes, cells=cells)
+        registry = cells.registry
+        assert set(registry.targets) == {"m/p/chat"} and len(registry.probes) == 2
+        assert len(registry.references) == 2  # established in the first pass, kept in memory
+        async with engine.begin() as conn:  # a second pass must not need these rows again
+            await conn.execute(sa.text("UPDATE targets SET provider = 'changed-elsewhere'"))
+        summary = await run_pass(engine, config.targets[:1], probes, cells=cells)
+    assert summary.stored == 4 and summary.failed_runs == 0
+    async with engine.connect() as conn:
+        provider = await conn.scalar(sa.text("SELECT provider FROM targets"))
+        references = await conn.scalar(sa.text("SELECT count(*) FROM reference_outputs"))
+    assert provider == "changed-elsewhere" and references == 2
