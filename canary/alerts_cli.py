@@ -39,7 +39,7 @@ log_level_option = click.option("--log-level", default="WARNING", show_default=T
 
 
 def load(config_path: Path, log_level: str) -> Config:
-    from canary.cli import load_or_exit  # at call time: canary.cli is fully loaded by then
+    from canary.cli_common import load_or_exit
     from canary.logs import configure_logging
 
     configure_logging(log_level)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 import anyio
 import click
@@ -14,7 +13,8 @@ from rich.progress import Progress
 
 from canary import __version__
 from canary.catalog import Probe, load_catalog
-from canary.config import Config, Target, load_config
+from canary.cli_common import config_option, data_dir_option, fail_config, load_or_exit
+from canary.config import Target
 from canary.db import alembic_config, async_engine, database, migrate, redact_url
 from canary.errors import ConfigError
 from canary.logs import configure_logging
@@ -26,36 +26,6 @@ from canary.runner import run_pass
 @click.version_option(__version__, prog_name="canary")
 def main() -> None:
     """canary: a continuously running quality canary for LLM serving."""
-
-
-def fail_config(exc: ConfigError) -> NoReturn:
-    click.echo(f"config error: {exc}", err=True)
-    sys.exit(2)
-
-
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="CANARY_CONFIG",
-    default="canary.toml",
-    show_default=True,
-    help="canary.toml to use (or $CANARY_CONFIG).",
-)
-data_dir_option = click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Embedded PostgreSQL data directory (used when no DATABASE_URL is set).",
-)
-
-
-def load_or_exit(config_path: Path) -> Config:
-    try:
-        return load_config(config_path)
-    except ConfigError as exc:
-        fail_config(exc)
-        raise  # unreachable; keeps type checkers honest
 
 
 @main.command()

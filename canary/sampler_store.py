@@ -20,7 +20,9 @@ def store_report(url: str, report: SamplerCheckReport) -> int:
     engine = sa.create_engine(sqlalchemy_url(url))
     try:
         with engine.begin() as conn:
-            row_id = conn.scalar(sa.insert(SamplerCheckRow).values(values).returning(SamplerCheckRow.id))
+            row_id = conn.execute(
+                sa.insert(SamplerCheckRow).values(values).returning(SamplerCheckRow.id)
+            ).scalar_one()
     finally:
         engine.dispose()
     return int(row_id)

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import click
 import httpx
 
-from canary.cli import config_option, data_dir_option, fail_config, load_or_exit
+from canary.cli_common import config_option, data_dir_option, fail_config, load_or_exit
 
 url_option = click.option(
     "--url", envvar="CANARY_URL", default="http://127.0.0.1:8080", show_default=True, help="canary service."
