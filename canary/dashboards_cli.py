@@ -177,7 +177,7 @@ def annotate_command(url: str, token: str, since_h: float, config_path: Path, da
     import anyio
     from grafana_client.client import GrafanaException
 
-    from canary.cli import load_or_exit
+    from canary.cli_common import load_or_exit
     from canary.db import database
 
     config = load_or_exit(config_path)

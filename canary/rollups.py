@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 log = logging.getLogger(__name__)
 
+ROLLUP_INTERVAL_S = 30.0  # how often the service's leader refreshes: the overview lags by at most this
 CHUNK = timedelta(hours=6)  # one transaction per chunk: a backfill of weeks never holds one open
 LATE_MARGIN = timedelta(minutes=5)  # ids are assigned at insert, not commit: re-read a little
 

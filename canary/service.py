@@ -33,6 +33,7 @@ from canary.db import async_engine
 from canary.deploys import active_bursts, evaluate_running, running_deploys
 from canary.metrics import ServiceMetrics
 from canary.models import AlertRow
+from canary.rollups import ROLLUP_INTERVAL_S, RollupRefresher
 from canary.scheduler import ProbeScheduler, ScheduleSpec, Shard, plan_jobs
 from canary.validation import validate
 from canary.verdicts import VerdictPolicy
@@ -260,7 +261,9 @@ class Service:
         verdicts = Duty(
             "verdicts", self.spec.verdict_interval_s, lambda now: evaluate_running(engine, policy, now)
         )
-        return [verdicts, *(self.extra_duties(engine) if self.extra_duties else [])]
+        # Dashboards and the status page read rollups (canary.rollups); the leader keeps them fresh.
+        rollups = Duty("rollups", ROLLUP_INTERVAL_S, partial(RollupRefresher().step, engine))
+        return [verdicts, rollups, *(self.extra_duties(engine) if self.extra_duties else [])]
 
     async def refresh(self, engine: AsyncEngine) -> None:
         """Bursts for cells under a running deploy; gauges that live in the database."""
