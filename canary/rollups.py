@@ -101,6 +101,8 @@ async def refresh_rollups(engine: AsyncEngine, since: datetime, *, until: dateti
             hi = min(lo + CHUNK, end)
             async with engine.begin() as conn:
                 await conn.execute(sa.text("SET LOCAL TIME ZONE 'UTC'"))
+                # A backfill chunk groups ~10^5 keys: keep the hash aggregate in memory.
+                await conn.execute(sa.text("SET LOCAL work_mem = '64MB'"))
                 written += await _refresh_range(conn, grain, lo, hi)
             lo = hi
     return written

@@ -11,8 +11,7 @@ The seeded state, relative to ``now``: 13 cells probed every 5 minutes for 30 ho
 
 from __future__ import annotations
 
-import json
-import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -303,59 +302,8 @@ async def _seed_alerts_and_deploys(conn: Any, ids: dict[str, int], now: datetime
     return deploys
 
 
-# --- Grafana's PostgreSQL macros ---------------------------------------------------------------
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# Grafana's macro expansion lives with the dashboards (the benchmark uses it too).
+sys.path.insert(0, str(ROOT / "dashboards"))
+from grafana_sql import expand, grafana_interval, load_dashboards  # noqa: E402
 
-
-def grafana_interval(seconds: int) -> str:
-    """``$__interval`` as Grafana writes it: the largest unit that divides it (``5m``, ``1h``)."""
-    for unit in ("d", "h", "m"):
-        if seconds % UNITS[unit] == 0:
-            return f"{seconds // UNITS[unit]}{unit}"
-    return f"{seconds}s"
-
-
-def _seconds(text: str) -> int:
-    text = text.strip().strip("'\"")
-    return int(text[:-1]) * UNITS[text[-1]]
-
-
-def _iso(t: datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def expand(
-    sql: str, start: datetime, end: datetime, interval_s: int = 60, variables: Mapping[str, str] | None = None
-) -> str:
-    """``sql`` as Grafana's PostgreSQL data source sends it to the server.
-
-    Template variables first (``$name`` and ``${name}``, ``$__interval``), then the macros:
-    ``$__timeFilter(c)`` -> ``c BETWEEN 'from' AND 'to'``; ``$__timeFrom()``/``$__timeTo()`` ->
-    quoted RFC 3339 times; ``$__timeGroup(c, i)`` -> ``floor(extract(epoch from c)/s)*s`` and
-    ``$__timeGroupAlias`` the same ``AS "time"``. Anything left starting with ``$`` fails.
-    """
-    values = {"__interval": grafana_interval(interval_s), **(variables or {})}
-    for name in sorted(values, key=len, reverse=True):
-        sql = sql.replace("${" + name + "}", values[name])
-        sql = re.sub(rf"\${re.escape(name)}(?![A-Za-z0-9_])", lambda _m, v=values[name]: v, sql)
-
-    def group(match: re.Match[str]) -> str:
-        column, interval = (a.strip() for a in match.group(2).rsplit(",", 1))
-        s = _seconds(interval)
-        expr = f"floor(extract(epoch from {column})/{s})*{s}"
-        return expr + (' AS "time"' if match.group(1) == "Alias" else "")
-
-    sql = re.sub(r"\$__timeGroup(Alias)?\(([^()]*)\)", group, sql)
-    sql = re.sub(
-        r"\$__timeFilter\(([^()]*)\)",
-        lambda m: f"{m.group(1).strip()} BETWEEN '{_iso(start)}' AND '{_iso(end)}'",
-        sql,
-    )
-    sql = sql.replace("$__timeFrom()", f"'{_iso(start)}'").replace("$__timeTo()", f"'{_iso(end)}'")
-    leftover = re.findall(r"\$[A-Za-z_{][A-Za-z0-9_]*", sql)
-    assert not leftover, f"unexpanded Grafana variables or macros: {leftover}"
-    return sql
-
-
-def load_dashboards() -> dict[str, dict[str, Any]]:
-    return {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted(DASHBOARD_DIR.glob("*.json"))}
+__all__ = ["expand", "grafana_interval", "load_dashboards"]
