@@ -8,7 +8,6 @@ EXTRAS := dev,fleet,dashboards,bedrock,vertex
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
@@ -16,6 +15,7 @@ demo: $(STAMP)
 	$(VENV)/bin/canary demo
 
 test: $(STAMP)
+	sh scripts/ensure-chromium.sh   # the status page is tested in a real browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q
 
