@@ -35,14 +35,16 @@ from canary.runner import PassSummary, run_pass
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_SCENARIO = REPO / "scenarios" / "postmortem.toml"
-# One or more probe sets per kind of evidence; the whole catalog works too (--probes '!longctx-xl').
-DEFAULT_PROBES = "prose-en,prose-ko,code-python,code-javascript,arithmetic,facts,determinism,sampling,longctx"
+# Evidence for every fault at ~35 runs per cell and pass (prose and code for scripts and syntax,
+# known answers, two temperature-0 repeat sets with logprobs for argmax conformance), so the
+# replay takes minutes; the whole catalog works too (--probes '!longctx-xl').
+DEFAULT_PROBES = "prose-en,arithmetic,code-python,det-tcp-handshake,det-python-sort"
 
 # Which metrics can reveal each fault; a finding on another metric is not credited to it.
 FAULT_METRICS: dict[str, set[str]] = {
     "misroute": {"routing", "known_answer", "determinism", "long_context_recall", "code_syntax", "answered"},
     "corrupt": {"unexpected_script", "code_syntax", "known_answer", "determinism"},
-    "topk_drop": {"argmax_conformance", "determinism", "known_answer"},
+    "topk_drop": {"argmax_conformance", "determinism", "known_answer", "code_syntax"},
 }
 # The metric that is direct evidence of the fault, whatever else is going on at the same place.
 DIRECT_EVIDENCE = {"misroute": "routing", "corrupt": "unexpected_script", "topk_drop": "argmax_conformance"}
@@ -81,13 +83,18 @@ def demo_targets(fleet_config: Any, base_url: str, concurrency: int) -> list[Tar
 
 
 def demo_detection_spec(pass_s: float) -> DetectionSpec:
-    """Detection windows scaled to the demo's compressed time: a window of ~2 passes."""
+    """Detection windows scaled to the demo's compressed time: a window of ~4 passes.
+
+    Four passes give the sparsest metric (argmax conformance: 10 logprob runs per cell and
+    pass) the 30 runs detection requires before it tests a window; the statistics themselves
+    keep their defaults.
+    """
     bucket = max(1.0, pass_s / 2)
     return DetectionSpec(
-        window_s=2.5 * pass_s,
+        window_s=4.2 * pass_s,
         bucket_s=bucket,
         baseline_s=3600.0,
-        peer_window_s=2.5 * pass_s,
+        peer_window_s=4.2 * pass_s,
         deploy_lookaround_s=60.0,
     )
 
@@ -104,7 +111,9 @@ def credit(detections: list[Detection], finding: Finding, day: float) -> bool:
 
     def explains(d: Detection) -> bool:
         active = d.began_day <= day and (d.ended_day is None or day <= d.ended_day + 1)
-        same_place = d.platform == platform and (d.pool is None or pool in (d.pool, "front-door"))
+        # A misroute happens at the front door: a pool probed directly never sees it.
+        where = ("front-door",) if d.fault == "misroute" else (d.pool, "front-door")
+        same_place = d.platform == platform and pool in where
         return active and same_place and finding.metric in FAULT_METRICS[d.fault]
 
     candidates = sorted(
