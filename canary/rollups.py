@@ -32,7 +32,7 @@ SELECT target_id, metric, date_trunc('{grain}', created_at), count(*), count(*) 
 FROM scores
 WHERE created_at >= :lo AND created_at < :hi
 GROUP BY 1, 2, 3
-ORDER BY 3
+ORDER BY 1, 2, 3
 ON CONFLICT (target_id, metric, {grain})
 DO UPDATE SET runs = EXCLUDED.runs, failures = EXCLUDED.failures
 """
@@ -58,7 +58,7 @@ WITH window_runs AS (
 )
 SELECT s.target_id, s.bucket, s.runs, s.errors, s.p50, s.p95, s.max, p.pools
 FROM stats s JOIN pools p USING (target_id, bucket)
-ORDER BY s.bucket
+ORDER BY s.target_id, s.bucket
 ON CONFLICT (target_id, {grain})
 DO UPDATE SET runs = EXCLUDED.runs, errors = EXCLUDED.errors, latency_p50_ms = EXCLUDED.latency_p50_ms,
               latency_p95_ms = EXCLUDED.latency_p95_ms, latency_max_ms = EXCLUDED.latency_max_ms,

@@ -188,7 +188,6 @@ def upgrade() -> None:
         sa.Column(grain, sa.DateTime(timezone=True), nullable=False),
         sa.Column('runs', sa.Integer(), nullable=False),
         sa.Column('failures', sa.Integer(), nullable=False),
-        sa.ForeignKeyConstraint(['target_id'], ['targets.id'], name=op.f(f'fk_{name}_target_id_targets')),
         sa.PrimaryKeyConstraint('target_id', 'metric', grain, name=op.f(f'pk_{name}'))
         )
         op.create_index(f'ix_{name}_brin', name, [grain], unique=False, postgresql_using='brin')
@@ -202,7 +201,6 @@ def upgrade() -> None:
         sa.Column('latency_p95_ms', sa.Float(), nullable=True),
         sa.Column('latency_max_ms', sa.Float(), nullable=True),
         sa.Column('pools', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False),
-        sa.ForeignKeyConstraint(['target_id'], ['targets.id'], name=op.f(f'fk_{name}_target_id_targets')),
         sa.PrimaryKeyConstraint('target_id', grain, name=op.f(f'pk_{name}'))
         )
         op.create_index(f'ix_{name}_brin', name, [grain], unique=False, postgresql_using='brin')
