@@ -200,7 +200,10 @@ async def _replay(
             result.detections = _sync_episodes(result.detections, runner.onsets())
             spec = demo_detection_spec(summary.duration_s)
             day = clock.day()
-            for finding in await detect(engine, spec, datetime.now(UTC)):
+            findings = await detect(engine, spec, datetime.now(UTC))
+            # Direct evidence first, so a pass that shows a fault both ways credits the direct one.
+            direct = set(DIRECT_EVIDENCE.values())
+            for finding in sorted(findings, key=lambda f: f.metric not in direct):
                 key = hash((finding.cell, finding.metric))
                 if not credit(result.detections, finding, day) and key not in seen:
                     result.false_alarms.append((day, finding))
