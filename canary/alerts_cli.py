@@ -16,25 +16,11 @@ import click
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from canary.cli_common import config_option, data_dir_option
 from canary.config import Config
 from canary.errors import ConfigError
 from canary.models import AlertDeliveryRow, AlertRow, TargetRow
 
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="CANARY_CONFIG",
-    default="canary.toml",
-    show_default=True,
-    help="canary.toml to use (or $CANARY_CONFIG).",
-)
-data_dir_option = click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Embedded PostgreSQL data directory (used when no DATABASE_URL is set).",
-)
 log_level_option = click.option("--log-level", default="WARNING", show_default=True)
 
 

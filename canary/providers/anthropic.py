@@ -51,6 +51,13 @@ def messages_body(model_id: str, request: ProbeRequest) -> dict[str, Any]:
     return body
 
 
+def cloud_messages_body(request: ProbeRequest, anthropic_version: str) -> dict[str, Any]:
+    """The Messages body as Bedrock and Vertex take it: the model in the URL, a platform version."""
+    body = messages_body("", request)
+    del body["model"]
+    return {"anthropic_version": anthropic_version, **body}
+
+
 def parse_message(data: Any, completion: Completion) -> None:
     parsed = _MessageResponse.model_validate(data)
     if parsed.type != "message":

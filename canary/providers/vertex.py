@@ -31,7 +31,7 @@ from pydantic import BaseModel
 from canary.completion import Completion, ProbeRequest, TokenLogprob
 from canary.config import Target
 from canary.errors import FailureReason
-from canary.providers.anthropic import messages_body, parse_message
+from canary.providers.anthropic import cloud_messages_body, parse_message
 from canary.providers.base import PreparedRequest, PrepareError, Provider
 
 try:
@@ -290,9 +290,7 @@ class VertexProvider(Provider):
 
     def body(self, target: Target, request: ProbeRequest) -> dict[str, Any]:
         if target.spec.resolved_api_format() == "anthropic":
-            body = messages_body(target.spec.model_id, request)
-            del body["model"]  # the model is in the URL
-            return {"anthropic_version": VERTEX_ANTHROPIC_VERSION, **body}
+            return cloud_messages_body(request, VERTEX_ANTHROPIC_VERSION)
         return gemini_body(request)
 
     def parse(self, data: Any, completion: Completion) -> None:
