@@ -316,43 +316,25 @@ def format_message(
     """The one line an on-call engineer acts on: which cell and metric, how bad, how sure, since when."""
     c = s.candidate
     if c.kind == "invariant":
-        return _invariant_message(
-            c, change_at=change_at, deploy_ids=deploy_ids, sample=sample, sessions=sessions
-        )
-    against = "baseline" if c.kind == "self" else f"peers ({len(c.details.get('peers', []))})"
-    observed = f"({c.observed.failures}/{c.observed.n})"
-    baseline = f"{pct(c.baseline_rate)} ({c.baseline.failures}/{c.baseline.n})"
-    parts = [
-        f"{c.cell} {c.metric} [{c.kind}]: {pct(c.observed_rate)} failing {observed} vs {against} {baseline}",
-        f"effect {pts(c.effect)} pts [95% CI {pts(c.effect_ci[0])}, {pts(c.effect_ci[1])}]",
-        f"ln(1/p)={c.statistic:.1f} >= {s.threshold:.1f} (p={c.p_value:.2g}, BH cutoff {s.cutoff:.2g})",
-        f"MDE at n={c.observed.n}: " + (f"{pts(s.mde)} pts" if math.isfinite(s.mde) else "none"),
-    ]
+        parts = [
+            f"{c.cell} {c.metric} [invariant]: {c.observed.failures} of {c.observed.n} runs violated it "
+            f"({pct(c.observed_rate)}); a healthy cell never does "
+            f"(history {c.baseline.failures}/{c.baseline.n})"
+        ]
+    else:
+        against = "baseline" if c.kind == "self" else f"peers ({len(c.details.get('peers', []))})"
+        observed = f"({c.observed.failures}/{c.observed.n})"
+        baseline = f"{pct(c.baseline_rate)} ({c.baseline.failures}/{c.baseline.n})"
+        mde = f"{pts(s.mde)} pts" if math.isfinite(s.mde) else "none"
+        parts = [
+            f"{c.cell} {c.metric} [{c.kind}]: {pct(c.observed_rate)} failing {observed} "
+            f"vs {against} {baseline}",
+            f"effect {pts(c.effect)} pts [95% CI {pts(c.effect_ci[0])}, {pts(c.effect_ci[1])}]",
+            f"ln(1/p)={c.statistic:.1f} >= {s.threshold:.1f} (p={c.p_value:.2g}, BH cutoff {s.cutoff:.2g})",
+            f"MDE at n={c.observed.n}: {mde}",
+        ]
     if change_at is not None:
         parts.append(f"since {change_at:%Y-%m-%d %H:%MZ}")
-    if deploy_ids:
-        parts.append("deploys: " + ", ".join(deploy_ids))
-    if sessions:
-        parts.append(sessions)
-    if sample:
-        parts.append(f'e.g. "{sample}"')
-    return "; ".join(parts)
-
-
-def _invariant_message(
-    c: Candidate,
-    *,
-    change_at: datetime | None,
-    deploy_ids: Sequence[str],
-    sample: str | None,
-    sessions: str | None,
-) -> str:
-    parts = [
-        f"{c.cell} {c.metric} [invariant]: {c.observed.failures} of {c.observed.n} runs violated it "
-        f"({pct(c.observed_rate)}); a healthy cell never does (history {c.baseline.failures}/{c.baseline.n})"
-    ]
-    if change_at is not None:
-        parts.append(f"first {change_at:%Y-%m-%d %H:%MZ}")
     if deploy_ids:
         parts.append("deploys: " + ", ".join(deploy_ids))
     if sessions:
