@@ -22,6 +22,8 @@ from typing import Any
 
 import click
 
+from canary.cli_common import config_option, data_dir_option, load_or_exit
+
 DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboards" / "grafana"
 DEFAULT_DATASOURCE_UID = "canary-postgres"
 ANNOTATION_TAG = "canary-deploy"
@@ -47,7 +49,7 @@ def resolve_token(token: str) -> str:
 
 def grafana(url: str, token: str) -> Any:
     try:
-        from grafana_client import GrafanaApi
+        from grafana_client.api import GrafanaApi
     except ImportError:  # pragma: no cover - depends on the installation
         click.echo("grafana-client is missing: pip install 'llm-quality-canary[dashboards]'", err=True)
         sys.exit(2)
@@ -162,22 +164,13 @@ def annotation_for(deploy: dict[str, Any]) -> dict[str, Any]:
 @click.option(
     "--since", "since_h", type=float, default=168.0, show_default=True, help="Hours of deploys to post."
 )
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="CANARY_CONFIG",
-    default="canary.toml",
-    show_default=True,
-    help="canary.toml to use (or $CANARY_CONFIG).",
-)
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@config_option
+@data_dir_option
 def annotate_command(url: str, token: str, since_h: float, config_path: Path, data_dir: Path | None) -> None:
     """Post recent deploys (with their verdicts) to Grafana as annotations tagged canary-deploy."""
     import anyio
     from grafana_client.client import GrafanaException
 
-    from canary.cli_common import load_or_exit
     from canary.db import database
 
     config = load_or_exit(config_path)

@@ -296,35 +296,46 @@ class DeliveryAttemptRow(Base):
 # derived data: no foreign key to targets, whose per-row check would double the cost of a refresh.
 
 
-class ScoreRollupMinuteRow(Base):
+# Shared columns of the minute and hour rollups; sort_order keeps the key columns first, in the
+# migration's order (declarative places a mixin's columns after the class's own).
+class _ScoreRollupColumns:
+    target_id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, sort_order=-2)
+    metric: Mapped[str] = mapped_column(sa.Text, primary_key=True, sort_order=-1)
+    runs: Mapped[int] = mapped_column(sa.Integer)
+    failures: Mapped[int] = mapped_column(sa.Integer)
+
+
+class _RunRollupColumns:
+    target_id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, sort_order=-1)
+    runs: Mapped[int] = mapped_column(sa.Integer)
+    errors: Mapped[int] = mapped_column(sa.Integer)
+    latency_p50_ms: Mapped[float | None] = mapped_column(sa.Float)
+    latency_p95_ms: Mapped[float | None] = mapped_column(sa.Float)
+    latency_max_ms: Mapped[float | None] = mapped_column(sa.Float)
+    pools: Mapped[dict[str, Any]] = mapped_column(server_default=sa.text("'{}'::jsonb"))
+
+
+class ScoreRollupMinuteRow(_ScoreRollupColumns, Base):
     """Runs and failures per (cell, metric, minute), recomputed whole from ``scores``."""
 
     __tablename__ = "score_rollup_minute"
 
-    target_id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
-    metric: Mapped[str] = mapped_column(sa.Text, primary_key=True)
     minute: Mapped[datetime] = mapped_column(primary_key=True)
-    runs: Mapped[int] = mapped_column(sa.Integer)
-    failures: Mapped[int] = mapped_column(sa.Integer)
 
     __table_args__ = (sa.Index("ix_score_rollup_minute_brin", "minute", postgresql_using="brin"),)
 
 
-class ScoreRollupHourRow(Base):
+class ScoreRollupHourRow(_ScoreRollupColumns, Base):
     """Runs and failures per (cell, metric, hour): what ranges longer than two days read."""
 
     __tablename__ = "score_rollup_hour"
 
-    target_id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
-    metric: Mapped[str] = mapped_column(sa.Text, primary_key=True)
     hour: Mapped[datetime] = mapped_column(primary_key=True)
-    runs: Mapped[int] = mapped_column(sa.Integer)
-    failures: Mapped[int] = mapped_column(sa.Integer)
 
     __table_args__ = (sa.Index("ix_score_rollup_hour_brin", "hour", postgresql_using="brin"),)
 
 
-class RunRollupMinuteRow(Base):
+class RunRollupMinuteRow(_RunRollupColumns, Base):
     """Requests, request errors, latency percentiles and served-by pool mix per (cell, minute).
 
     Cancelled runs (stored at shutdown) are left out: they say nothing about the cell.
@@ -332,31 +343,17 @@ class RunRollupMinuteRow(Base):
 
     __tablename__ = "run_rollup_minute"
 
-    target_id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
     minute: Mapped[datetime] = mapped_column(primary_key=True)
-    runs: Mapped[int] = mapped_column(sa.Integer)
-    errors: Mapped[int] = mapped_column(sa.Integer)
-    latency_p50_ms: Mapped[float | None] = mapped_column(sa.Float)
-    latency_p95_ms: Mapped[float | None] = mapped_column(sa.Float)
-    latency_max_ms: Mapped[float | None] = mapped_column(sa.Float)
-    pools: Mapped[dict[str, Any]] = mapped_column(server_default=sa.text("'{}'::jsonb"))
 
     __table_args__ = (sa.Index("ix_run_rollup_minute_brin", "minute", postgresql_using="brin"),)
 
 
-class RunRollupHourRow(Base):
+class RunRollupHourRow(_RunRollupColumns, Base):
     """:class:`RunRollupMinuteRow` per hour; percentiles are computed from the hour's runs."""
 
     __tablename__ = "run_rollup_hour"
 
-    target_id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
     hour: Mapped[datetime] = mapped_column(primary_key=True)
-    runs: Mapped[int] = mapped_column(sa.Integer)
-    errors: Mapped[int] = mapped_column(sa.Integer)
-    latency_p50_ms: Mapped[float | None] = mapped_column(sa.Float)
-    latency_p95_ms: Mapped[float | None] = mapped_column(sa.Float)
-    latency_max_ms: Mapped[float | None] = mapped_column(sa.Float)
-    pools: Mapped[dict[str, Any]] = mapped_column(server_default=sa.text("'{}'::jsonb"))
 
     __table_args__ = (sa.Index("ix_run_rollup_hour_brin", "hour", postgresql_using="brin"),)
 

@@ -124,14 +124,17 @@ class RollupRefresher:
 
     async def _since(self, conn: AsyncConnection, now: datetime) -> datetime | None:
         if self.last_score_id is None or self.last_run_id is None:
-            newest = await conn.scalar(sa.text("SELECT max(minute) FROM score_rollup_minute"))
+            newest: datetime | None = await conn.scalar(
+                sa.text("SELECT max(minute) FROM score_rollup_minute")
+            )
             if newest is not None:
                 return min(newest, now - LATE_MARGIN)
-            return await conn.scalar(
+            first: datetime | None = await conn.scalar(
                 sa.text(
                     "SELECT least((SELECT min(created_at) FROM scores), (SELECT min(started_at) FROM runs))"
                 )
             )
+            return first
         oldest = await conn.scalar(
             sa.text(
                 "SELECT least((SELECT min(created_at) FROM scores WHERE id > :s),"

@@ -112,8 +112,6 @@ def plan_jobs(targets: Sequence[Target], catalog: Catalog, shard: Shard, spec: S
     return jobs
 
 
-
-
 class ProbeScheduler:
     """Runs the planned jobs on an AsyncIOScheduler; call :meth:`start` inside the event loop."""
 

@@ -101,20 +101,20 @@ def render_matrix(health: Sequence[dict[str, Any]]) -> str:
     for (model, platform), by_pool in rows.items():
         tds = []
         for pool in pools:
-            h = by_pool.get(pool)
-            if h is None:
+            entry = by_pool.get(pool)
+            if entry is None:
                 tds.append('<td class="cell none"></td>')
                 continue
-            status = h["status"]
+            status = entry["status"]
             detail = ""
-            if status in ("sick", "warn") and h["worst_metric"]:
-                detail = _e(h["worst_metric"])
-                if h["recent_rate"] is not None:
-                    detail += f" {_rate(h['recent_rate'])} (was {_rate(h['baseline_rate'])})"
-            alerts = f" · {h['open_alerts']} alert(s)" if h["open_alerts"] else ""
+            if status in ("sick", "warn") and entry["worst_metric"]:
+                detail = _e(entry["worst_metric"])
+                if entry["recent_rate"] is not None:
+                    detail += f" {_rate(entry['recent_rate'])} (was {_rate(entry['baseline_rate'])})"
+            alerts = f" · {entry['open_alerts']} alert(s)" if entry["open_alerts"] else ""
             tds.append(
-                f'<td class="cell {status}" data-cell="{_e(h["cell"])}" data-status="{status}"'
-                f' title="{_e(h["cell"])}"><b>{STATUS_LABELS[status]}</b>'
+                f'<td class="cell {status}" data-cell="{_e(entry["cell"])}" data-status="{status}"'
+                f' title="{_e(entry["cell"])}"><b>{STATUS_LABELS[status]}</b>'
                 f"<small>{detail}{alerts}</small></td>"
             )
         body.append(f'<tr><th class="row">{_e(model)} / {_e(platform)}</th>{"".join(tds)}</tr>')

@@ -42,6 +42,23 @@ def value_mappings(colours: dict[str, str]) -> list[Json]:
     return [{"type": "value", "options": options}]
 
 
+def field_override(column: str, *properties: tuple[str, Any]) -> Json:
+    """A field override for one table column or series: (property id, value) pairs."""
+    return {
+        "matcher": {"id": "byName", "options": column},
+        "properties": [{"id": prop, "value": value} for prop, value in properties],
+    }
+
+
+def coloured_column(column: str, colours: dict[str, str]) -> Json:
+    """A table column whose cells take the background colour of their value (status, verdict)."""
+    return field_override(
+        column,
+        ("mappings", value_mappings(colours)),
+        ("custom.cellOptions", {"type": "color-background", "mode": "basic"}),
+    )
+
+
 def target(sql: str, fmt: str = "table", ref: str = "A") -> Json:
     return {
         "refId": ref,
@@ -148,6 +165,7 @@ def dashboard(uid: str, title: str, panels: list[Json], variables: list[Json], t
 
 
 CELL_LINK = [{"title": "Open cell", "url": "/d/canary-cell?var-cell=${__value.raw}&${__url_time_range}"}]
+DEPLOY_RESULTS_LINK = {"title": "Per-metric results", "url": "/d/canary-deploys?var-deploy=${__value.raw}"}
 
 
 def overview() -> Json:
@@ -195,17 +213,8 @@ SELECT cell, status, worst_metric AS metric, recent_failures AS failures, recent
 FROM v_cell_health WHERE status <> 'ok' ORDER BY severity DESC, recent_rate DESC NULLS LAST, cell
 """,
         overrides=[
-            {
-                "matcher": {"id": "byName", "options": "status"},
-                "properties": [
-                    {"id": "mappings", "value": value_mappings(STATUS_COLOURS)},
-                    {"id": "custom.cellOptions", "value": {"type": "color-background", "mode": "basic"}},
-                ],
-            },
-            {
-                "matcher": {"id": "byName", "options": "cell"},
-                "properties": [{"id": "links", "value": CELL_LINK}],
-            },
+            coloured_column("status", STATUS_COLOURS),
+            field_override("cell", ("links", CELL_LINK)),
         ],
     )
     alerts = panel(
@@ -217,10 +226,7 @@ SELECT started_at AS since, state, cell, metric, summary, sample_output
 FROM v_open_alerts ORDER BY state = 'firing' DESC, started_at
 """,
         overrides=[
-            {
-                "matcher": {"id": "byName", "options": "cell"},
-                "properties": [{"id": "links", "value": CELL_LINK}],
-            },
+            field_override("cell", ("links", CELL_LINK)),
         ],
     )
     deploys = panel(
@@ -232,13 +238,7 @@ SELECT started_at, name, verdict, status, reason
 FROM v_deploy_verdicts WHERE $__timeFilter(started_at) ORDER BY started_at DESC LIMIT 20
 """,
         overrides=[
-            {
-                "matcher": {"id": "byName", "options": "verdict"},
-                "properties": [
-                    {"id": "mappings", "value": value_mappings(VERDICT_COLOURS)},
-                    {"id": "custom.cellOptions", "value": {"type": "color-background", "mode": "basic"}},
-                ],
-            },
+            coloured_column("verdict", VERDICT_COLOURS),
         ],
     )
     return dashboard(
@@ -283,28 +283,19 @@ FROM buckets b CROSS JOIN baseline bl WHERE b.runs > 0 ORDER BY 1
         interval="1m",
         defaults={"unit": "percentunit", "min": 0, "custom": {"fillOpacity": 0, "lineWidth": 2}},
         overrides=[
-            {
-                "matcher": {"id": "byName", "options": "baseline high"},
-                "properties": [
-                    {"id": "custom.fillBelowTo", "value": "baseline low"},
-                    {"id": "custom.fillOpacity", "value": 20},
-                    {"id": "custom.lineWidth", "value": 0},
-                    {"id": "color", "value": {"mode": "fixed", "fixedColor": "green"}},
-                ],
-            },
-            {
-                "matcher": {"id": "byName", "options": "baseline low"},
-                "properties": [
-                    {"id": "custom.lineWidth", "value": 0},
-                    {"id": "color", "value": {"mode": "fixed", "fixedColor": "green"}},
-                ],
-            },
-            {
-                "matcher": {"id": "byName", "options": "failure rate"},
-                "properties": [
-                    {"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}},
-                ],
-            },
+            field_override(
+                "baseline high",
+                ("custom.fillBelowTo", "baseline low"),
+                ("custom.fillOpacity", 20),
+                ("custom.lineWidth", 0),
+                ("color", {"mode": "fixed", "fixedColor": "green"}),
+            ),
+            field_override(
+                "baseline low",
+                ("custom.lineWidth", 0),
+                ("color", {"mode": "fixed", "fixedColor": "green"}),
+            ),
+            field_override("failure rate", ("color", {"mode": "fixed", "fixedColor": "red"})),
         ],
     )
     latency = panel(
@@ -372,13 +363,11 @@ ORDER BY time DESC LIMIT 50
         description="The latest failed scores: the offending characters (unexpected script), the syntax "
         "error and its line (code), expected vs answered, the pool that served a misrouted request.",
         overrides=[
-            {
-                "matcher": {"id": "byName", "options": "offending"},
-                "properties": [
-                    {"id": "custom.cellOptions", "value": {"type": "color-text"}},
-                    {"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}},
-                ],
-            },
+            field_override(
+                "offending",
+                ("custom.cellOptions", {"type": "color-text"}),
+                ("color", {"mode": "fixed", "fixedColor": "red"}),
+            ),
         ],
     )
     open_alerts = panel(
@@ -429,27 +418,8 @@ FROM v_deploy_verdicts WHERE $__timeFilter(started_at) AND NOT annotation_only
 ORDER BY started_at DESC
 """,
         overrides=[
-            {
-                "matcher": {"id": "byName", "options": "verdict"},
-                "properties": [
-                    {"id": "mappings", "value": value_mappings(VERDICT_COLOURS)},
-                    {"id": "custom.cellOptions", "value": {"type": "color-background", "mode": "basic"}},
-                ],
-            },
-            {
-                "matcher": {"id": "byName", "options": "id"},
-                "properties": [
-                    {
-                        "id": "links",
-                        "value": [
-                            {
-                                "title": "Per-metric results",
-                                "url": "/d/canary-deploys?var-deploy=${__value.raw}",
-                            }
-                        ],
-                    },
-                ],
-            },
+            coloured_column("verdict", VERDICT_COLOURS),
+            field_override("id", ("links", [DEPLOY_RESULTS_LINK])),
         ],
     )
     per_metric = panel(
@@ -463,13 +433,7 @@ FROM v_deploy_metric_results WHERE deploy_id = '$deploy'
 ORDER BY outcome = 'FAIL' DESC, metric
 """,
         overrides=[
-            {
-                "matcher": {"id": "byName", "options": "outcome"},
-                "properties": [
-                    {"id": "mappings", "value": value_mappings(VERDICT_COLOURS)},
-                    {"id": "custom.cellOptions", "value": {"type": "color-background", "mode": "basic"}},
-                ],
-            },
+            coloured_column("outcome", VERDICT_COLOURS),
         ],
     )
     failing_metrics = panel(
