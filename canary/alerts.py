@@ -167,7 +167,8 @@ def labels_for(f: Finding, model: str, platform: str, pool: str) -> dict[str, st
 def notice(row: sa.Row[Any], event: Event, now: datetime, spec: AlertsSpec) -> dict[str, Any]:
     """The receiver-neutral payload stored in the outbox (Alertmanager's alert object, plus URLs)."""
     base = spec.external_url.rstrip("/")
-    page = f"findings/{row.finding_id}" if row.finding_id else f"alerts/{row.fingerprint}"
+    # The API's evidence pages: the finding behind the alert, else the alert and its deliveries.
+    page = f"api/findings/{row.finding_id}" if row.finding_id else f"api/alerts/{row.fingerprint}"
     link = f"{base}/{page}" if base else ""
     annotations = {"summary": row.summary, "started": row.started_at.isoformat()}
     if event == "resolved":

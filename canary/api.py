@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, HTTPException, Query, Response
@@ -31,7 +31,7 @@ from canary.deploys import (
     list_deploys,
 )
 from canary.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
-from canary.models import FindingRow
+from canary.models import AlertDeliveryRow, AlertRow, FindingRow
 from canary.status_page import install_status_page
 from canary.verdicts import VerdictPolicy
 
@@ -153,6 +153,52 @@ def create_app(ctx: ApiContext) -> FastAPI:
         query = sa.select(FindingRow.__table__).order_by(FindingRow.id.desc()).limit(limit)
         async with ctx.engine.connect() as conn:
             return [dict(r._mapping) for r in (await conn.execute(query)).all()]
+
+    @app.get(
+        "/api/findings/{finding_id}", tags=["results"], responses={404: {"description": "no such finding"}}
+    )
+    async def finding(finding_id: int) -> dict[str, Any]:
+        """One finding with its full evidence: what an alert's ``generatorURL`` links to."""
+        query = sa.select(FindingRow.__table__).where(FindingRow.id == finding_id)
+        async with ctx.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            raise HTTPException(404, f"no finding {finding_id}")
+        return dict(row._mapping)
+
+    @app.get("/api/alerts", tags=["alerts"])
+    async def alerts(
+        state: Literal["open", "pending", "firing", "resolved", "all"] = "open",
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[dict[str, Any]]:
+        """Alerts, newest first: the open ones (pending or firing) unless ``state`` says otherwise."""
+        query = sa.select(AlertRow.__table__).order_by(AlertRow.id.desc()).limit(limit)
+        if state == "open":
+            query = query.where(AlertRow.state.in_(("pending", "firing")))
+        elif state != "all":
+            query = query.where(AlertRow.state == state)
+        async with ctx.engine.connect() as conn:
+            return [dict(r._mapping) for r in (await conn.execute(query)).all()]
+
+    @app.get("/api/alerts/{fingerprint}", tags=["alerts"], responses={404: {"description": "no such alert"}})
+    async def alert(fingerprint: str) -> dict[str, Any]:
+        """The latest incident with this fingerprint and the state of its deliveries per receiver."""
+        query = sa.select(AlertRow.__table__).where(AlertRow.fingerprint == fingerprint)
+        deliveries = sa.select(
+            AlertDeliveryRow.receiver,
+            AlertDeliveryRow.event,
+            AlertDeliveryRow.status,
+            AlertDeliveryRow.attempts,
+            AlertDeliveryRow.last_error,
+            AlertDeliveryRow.created_at,
+            AlertDeliveryRow.delivered_at,
+        ).order_by(AlertDeliveryRow.id)
+        async with ctx.engine.connect() as conn:
+            row = (await conn.execute(query.order_by(AlertRow.id.desc()).limit(1))).first()
+            if row is None:
+                raise HTTPException(404, f"no alert {fingerprint!r}")
+            sent = (await conn.execute(deliveries.where(AlertDeliveryRow.alert_id == row.id))).all()
+        return {**row._mapping, "deliveries": [dict(d._mapping) for d in sent]}
 
     @app.post("/api/deploys", tags=["deploys"], status_code=201, dependencies=[Depends(require_token)])
     async def start_deploy(body: DeployRequest) -> dict[str, Any]:

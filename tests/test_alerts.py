@@ -144,7 +144,7 @@ async def test_a_receiver_that_fails_then_hangs_then_recovers_gets_it_exactly_on
     alert = message["alerts"][0]
     assert message["version"] == "4" and message["receiver"] == "ops" and alert["status"] == "firing"
     assert alert["labels"]["pool"] == "pool-b" and alert["labels"]["metric"] == "unexpected_script"
-    assert alert["generatorURL"].startswith("http://canary.test/alerts/")
+    assert alert["generatorURL"] == f"http://canary.test/api/alerts/{alert['fingerprint']}"
     assert "16% failing" in alert["annotations"]["summary"] and alert["endsAt"] == "0001-01-01T00:00:00Z"
 
 

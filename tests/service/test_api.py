@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from canary.alerts import AlertsSpec, evaluate_alerts
 from canary.api import ApiContext, create_app
 from canary.deploys import evaluate_running
 from canary.metrics import ServiceMetrics
+from canary.models import AlertDeliveryRow, FindingRow
 from canary.runner import run_pass
 from canary.verdicts import VerdictPolicy
+from tests.alerting import NOW, make_finding
+from tests.seeding import add_cells
 from tests.service.conftest import MakeConfig
 
 pytestmark = pytest.mark.anyio
@@ -159,3 +165,38 @@ async def test_results_report_pass_rates_per_cell_and_metric(
     assert len(runs) == 2 and runs[0]["status"] == "ok"
     assert (await client.get("/api/findings")).json() == []
     assert (await client.get("/api/runs", params={"limit": 0})).status_code == 422
+
+
+async def test_an_alert_links_to_its_finding_and_both_are_served(
+    engine: AsyncEngine, client: httpx.AsyncClient
+) -> None:
+    async with engine.begin() as conn:
+        tid = (await add_cells(conn, ["m/p/canary"]))["m/p/canary"]
+        finding = make_finding(tid, "m/p/canary")
+        row = {k: v for k, v in dataclasses.asdict(finding).items() if k != "id"}
+        finding_id = (await conn.execute(sa.insert(FindingRow).returning(FindingRow.id), row)).scalar_one()
+    receiver = {"name": "ops", "kind": "webhook", "url": "http://127.0.0.1:9/hook"}
+    spec = AlertsSpec.model_validate(
+        {"for_s": 0, "external_url": "http://canary.test/", "receivers": [receiver]}
+    )
+    await evaluate_alerts(engine, [dataclasses.replace(finding, id=finding_id)], spec, NOW)
+
+    open_alerts = (await client.get("/api/alerts")).json()
+    assert [(a["state"], a["finding_id"]) for a in open_alerts] == [("firing", finding_id)]
+    assert (await client.get("/api/alerts", params={"state": "resolved"})).json() == []
+    alert = (await client.get(f"/api/alerts/{open_alerts[0]['fingerprint']}")).json()
+    deliveries = [(d["receiver"], d["event"], d["status"]) for d in alert["deliveries"]]
+    assert deliveries == [("ops", "firing", "pending")]
+    link = str((await outbox_payloads(engine))[0]["generatorURL"])
+    assert link == f"http://canary.test/api/findings/{finding_id}"
+    served = (await client.get(link.removeprefix("http://canary.test"))).json()
+    assert served["id"] == finding_id and served["sample_output"] == finding.sample_output
+    assert served["observed_rate"] == finding.observed_rate and served["cell"] == "m/p/canary"
+    assert (await client.get("/api/findings/999999")).status_code == 404
+    assert (await client.get("/api/alerts/0000000000000000")).status_code == 404
+    assert (await client.get("/api/alerts", params={"state": "bogus"})).status_code == 422
+
+
+async def outbox_payloads(engine: AsyncEngine) -> list[dict[str, object]]:
+    async with engine.connect() as conn:
+        return list((await conn.execute(sa.select(AlertDeliveryRow.payload))).scalars())
