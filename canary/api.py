@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, HTTPException, Query, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -209,8 +210,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
             started = body.started_at.astimezone(UTC) if body.started_at else ctx.clock()
             duration = body.duration_s or ctx.policy.default_duration_s
             deploy = await create_deploy(ctx.engine, body.name, canary, baseline, started, duration)
-        except CellSelectionError as exc:
-            raise HTTPException(422, str(exc)) from None
+        except CellSelectionError as exc:  # answered in the documented 422 shape, like a schema error
+            error = {"loc": ("body", exc.field), "msg": str(exc), "type": "value_error"}
+            raise RequestValidationError([error]) from None
         if ctx.deploys_changed is not None:
             await ctx.deploys_changed()
         return deploy_json(deploy)
@@ -235,12 +237,15 @@ def create_app(ctx: ApiContext) -> FastAPI:
         view = deploy_json(found)
         return JSONResponse(view, status_code=200 if view["verdict"] == wanted else 412)
 
-    @app.post("/api/flagger/promote", tags=["gates"], responses={412: {"description": "not PASS"}})
+    def gate_responses(wanted: str) -> dict[int | str, dict[str, Any]]:
+        return {404: {"description": "no such deploy"}, 412: {"description": f"not {wanted}"}}
+
+    @app.post("/api/flagger/promote", tags=["gates"], responses=gate_responses("PASS"))
     async def flagger_promote(body: FlaggerPayload) -> JSONResponse:
         """Flagger ``confirm-promotion`` webhook: 200 only when the deploy's verdict is PASS."""
         return await gate(body, "PASS")
 
-    @app.post("/api/flagger/rollback", tags=["gates"], responses={412: {"description": "not FAIL"}})
+    @app.post("/api/flagger/rollback", tags=["gates"], responses=gate_responses("FAIL"))
     async def flagger_rollback(body: FlaggerPayload) -> JSONResponse:
         """Flagger ``rollback`` webhook: 200 (roll back) only when the deploy's verdict is FAIL."""
         return await gate(body, "FAIL")

@@ -65,6 +65,10 @@ class Deploy:
 class CellSelectionError(ValueError):
     """Cell patterns that match nothing, or canary and baseline sides that overlap."""
 
+    def __init__(self, message: str, side: str) -> None:
+        super().__init__(message)
+        self.field = f"{side}_cells"  # the request field at fault
+
 
 def expand_cells(patterns: Sequence[str], known: Sequence[str], side: str) -> list[str]:
     """Globs over cell names -> the known cells they match; each pattern must match one."""
@@ -72,7 +76,7 @@ def expand_cells(patterns: Sequence[str], known: Sequence[str], side: str) -> li
     for pattern in patterns:
         matched = [c for c in known if fnmatchcase(c, pattern)]
         if not matched:
-            raise CellSelectionError(f"{side} pattern {pattern!r} matches no configured cell")
+            raise CellSelectionError(f"{side} pattern {pattern!r} matches no configured cell", side)
         cells.extend(c for c in matched if c not in cells)
     return cells
 
@@ -87,7 +91,7 @@ async def create_deploy(
     created_by: str = "api",
 ) -> Deploy:
     if set(canary_cells) & set(baseline_cells):
-        raise CellSelectionError("a cell cannot be on both the canary and the baseline side")
+        raise CellSelectionError("a cell cannot be on both the canary and the baseline side", "baseline")
     values = {
         "id": uuid.uuid4().hex[:12],
         "name": name,

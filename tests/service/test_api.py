@@ -116,6 +116,7 @@ async def test_bad_deploy_bodies_are_rejected_with_422(
 ) -> None:
     response = await client.post("/api/deploys", json=body, headers=AUTH)
     assert response.status_code == 422, response.text
+    assert all({"loc", "msg", "type"} <= set(error) for error in response.json()["detail"])
     assert (await client.get("/api/deploys")).json() == []
 
 
