@@ -5,8 +5,9 @@ plus each probe's own scorers) and per scorer (over the outputs whose probe list
 machine it ran on. The last line is one JSON object: ``outputs_per_s`` and ``<scorer>_per_s``.
 
 Corrupted variants mirror the postmortem's failure classes: Thai and Han characters mid-answer,
-broken code, wrong digits, truncation, a divergent temperature-0 answer and a dropped top token
-in the logprobs. The run is pinned to one CPU where the OS allows it.
+broken code, wrong digits, truncation, a divergent temperature-0 answer, a dropped top token
+in the logprobs, and a response served by the wrong pool (routing). The run is pinned to one CPU
+where the OS allows it.
 
     .venv/bin/python bench/scoring.py [--seconds 2]
 """
@@ -25,6 +26,8 @@ from dataclasses import dataclass
 from canary.catalog import Probe, load_catalog
 from canary.completion import Completion, TokenLogprob
 from canary.scoring import SCORERS, Scorer, ScoringContext, score_completion
+
+CELL_SCORERS = {"answered", "routing"}
 
 
 @dataclass(frozen=True)
@@ -65,14 +68,16 @@ def build_outputs(probes: list[Probe]) -> list[Output]:
     outputs = []
     for probe in probes:
         reference = probe.spec.reference_answer
-        context = ScoringContext(reference_text=reference)
+        # Every cell here names its expected pool; corrupted answers also come from the wrong one.
+        context = ScoringContext(reference, expected_pool="short-context", served_pool="short-context")
+        misrouted = ScoringContext(reference, expected_pool="short-context", served_pool="long-context")
         with_logprobs = probe.spec.logprobs
         healthy = Completion(ok=True, text=reference, tokens=tokens_for(reference) if with_logprobs else None)
         outputs.append(Output(probe, healthy, context, corrupted=False))
         for variant in corruptions(reference):
             tokens = tokens_for(variant, drop_top_at=1) if with_logprobs else None
             outputs.append(
-                Output(probe, Completion(ok=True, text=variant, tokens=tokens), context, corrupted=True)
+                Output(probe, Completion(ok=True, text=variant, tokens=tokens), misrouted, corrupted=True)
             )
     return outputs
 
@@ -143,7 +148,8 @@ def main() -> None:
 
     failures: dict[str, int] = {}
     for name, scorer in SCORERS.items():
-        applicable = [o for o in outputs if name == "answered" or name in o.probe.spec.scorers]
+        # answered and routing apply to every run; the others to the probes that list them
+        applicable = [o for o in outputs if name in CELL_SCORERS or name in o.probe.spec.scorers]
 
         figures[f"{name}_per_s"] = rate(scorer_work(scorer, applicable), args.seconds / 2)
         failures[name] = sum(
