@@ -8,12 +8,18 @@ version and never rewrites history.
 Long-context probes carry a ``[probe.needle]`` table: the prompt they send is a haystack built
 deterministically at load time from fixed filler sentences, with the needle statement at a
 configured depth, sized to ``context_tokens``, followed by the probe's question.
+
+A file with a top-level ``session = true`` is a *session set*: its probes are the turns of one
+conversation, in file order. Each turn is sent with the turns before it (their prompts and the
+model's answers) on one session key, so a turn's version also covers the turns before it:
+editing turn 1 makes new versions of every turn.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -161,6 +167,7 @@ class ProbeSpec(BaseModel):
 class ProbeFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    session: bool = False
     defaults: dict[str, Any] = {}
     probe: list[dict[str, Any]] = Field(min_length=1)
 
@@ -211,7 +218,8 @@ class Probe:
     """A catalog probe: its spec, the set it belongs to and its content version.
 
     ``prompts`` is rendered once at load (:meth:`from_spec`); a probe built by hand without it
-    renders on demand.
+    renders on demand. ``turn`` is the probe's place in a session set (0 for the first turn) and
+    None for an ordinary probe.
     """
 
     spec: ProbeSpec
@@ -219,16 +227,27 @@ class Probe:
     version: str
     source: str
     prompts: Prompts | None = None
+    turn: int | None = None
 
     @classmethod
-    def from_spec(cls, spec: ProbeSpec, probe_set: str, source: str = "") -> Probe:
+    def from_spec(
+        cls,
+        spec: ProbeSpec,
+        probe_set: str,
+        source: str = "",
+        *,
+        turn: int | None = None,
+        previous: str | None = None,
+    ) -> Probe:
+        """A probe and its content version; a session turn also names the previous turn's version."""
         prompts = render_prompts(spec)
         return cls(
             spec=spec,
             probe_set=probe_set,
-            version=content_version(spec, prompts),
+            version=content_version(spec, prompts, turn=turn, previous=previous),
             source=source,
             prompts=prompts,
+            turn=turn,
         )
 
     @property
@@ -245,8 +264,17 @@ class Probe:
         """The completion-style (base model) prompt exactly as sent."""
         return (self.prompts or render_prompts(self.spec)).completion
 
-    def request(self, mode: Mode, *, session_key: str | None = None) -> ProbeRequest:
-        """The request for a chat or completion-style endpoint."""
+    def request(
+        self, mode: Mode, *, session_key: str | None = None, history: Sequence[tuple[Probe, str]] = ()
+    ) -> ProbeRequest:
+        """The request for a chat or completion-style endpoint.
+
+        ``history`` is a session turn's conversation so far: each earlier turn and the answer
+        the conversation went on with. In chat mode it becomes alternating user and assistant
+        messages before this turn's prompt (the system prompt is this turn's own). In completion
+        mode the prompt is a transcript: each earlier turn's completion prompt, its answer with
+        trailing whitespace removed and a blank line, then this turn's completion prompt.
+        """
         s = self.spec
         common: dict[str, Any] = dict(
             max_tokens=s.max_tokens,
@@ -257,22 +285,37 @@ class Probe:
             session_key=session_key,
         )
         if mode == "completion":
-            return ProbeRequest(mode="completion", prompt=self.completion_prompt, **common)
-        return ProbeRequest(mode="chat", messages=(Message("user", self.prompt),), system=s.system, **common)
+            transcript = "".join(f"{turn.completion_prompt}{answer.rstrip()}\n\n" for turn, answer in history)
+            return ProbeRequest(mode="completion", prompt=transcript + self.completion_prompt, **common)
+        messages = [
+            m
+            for turn, answer in history
+            for m in (Message("user", turn.prompt), Message("assistant", answer))
+        ]
+        return ProbeRequest(
+            mode="chat", messages=(*messages, Message("user", self.prompt)), system=s.system, **common
+        )
 
 
-def content_version(spec: ProbeSpec, prompts: Prompts | None = None) -> str:
+def content_version(
+    spec: ProbeSpec, prompts: Prompts | None = None, *, turn: int | None = None, previous: str | None = None
+) -> str:
     """A stable hash of everything that defines the probe (16 hex digits of SHA-256).
 
     It covers the spec and the rendered prompts, so a change in how a haystack is built also
-    makes a new version.
+    makes a new version. A session turn (``turn`` not None) also covers its place and the
+    version of the turn before it (``previous``), which chains every earlier turn into it. An
+    ordinary probe's hash is exactly what it was before sessions existed, so stored versions stay.
     """
     prompts = prompts or render_prompts(spec)
-    canonical = json.dumps(
-        {"spec": spec.model_dump(mode="json"), "chat": prompts.chat, "completion": prompts.completion},
-        sort_keys=True,
-        ensure_ascii=False,
-    )
+    content: dict[str, Any] = {
+        "spec": spec.model_dump(mode="json"),
+        "chat": prompts.chat,
+        "completion": prompts.completion,
+    }
+    if turn is not None:
+        content["session"] = {"turn": turn, "previous": previous}
+    canonical = json.dumps(content, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
@@ -284,7 +327,8 @@ class Catalog:
         """Probes whose id or set matches a comma-separated glob and no ``!glob`` (all when None).
 
         ``"code-*,!code-sql"`` selects every code set but SQL; a pattern of exclusions alone
-        starts from every probe.
+        starts from every probe. A session set is selected whole: when any of its turns is
+        selected, all of them are (a turn means nothing without the turns before it).
         """
         if not pattern:
             return list(self.probes)
@@ -295,7 +339,9 @@ class Catalog:
         def matches(p: Probe, patterns: list[str]) -> bool:
             return any(fnmatchcase(p.id, g) or fnmatchcase(p.probe_set, g) for g in patterns)
 
-        return [p for p in self.probes if matches(p, include) and not matches(p, exclude)]
+        chosen = {p.id for p in self.probes if matches(p, include) and not matches(p, exclude)}
+        sessions = {p.probe_set for p in self.probes if p.turn is not None and p.id in chosen}
+        return [p for p in self.probes if p.id in chosen or (p.turn is not None and p.probe_set in sessions)]
 
     def by_id(self, probe_id: str) -> Probe:
         for p in self.probes:
@@ -311,11 +357,24 @@ class Catalog:
 def load_probe_file(path: Path) -> list[Probe]:
     raw = read_toml(path)
     parsed = validate(ProbeFile, raw, path)
-    probes = []
+    if parsed.session and len(parsed.probe) < 2:
+        raise ConfigError(path, "probe", "a session set needs at least 2 probes (its turns, in file order)")
+    probes: list[Probe] = []
     for index, entry in enumerate(parsed.probe):
         merged = {**parsed.defaults, **entry}
         spec = validate(ProbeSpec, merged, path, prefix=f"probe[{index}]")
-        probes.append(Probe.from_spec(spec, probe_set=path.stem, source=str(path)))
+        if not parsed.session:
+            probes.append(Probe.from_spec(spec, probe_set=path.stem, source=str(path)))
+            continue
+        if spec.repeat != 1:
+            raise ConfigError(
+                path,
+                f"probe[{index}].repeat",
+                "a session turn is sent once per conversation: repeat must be 1 "
+                "(a cell's 'sessions' sets how many conversations run)",
+            )
+        previous = probes[-1].version if probes else None
+        probes.append(Probe.from_spec(spec, path.stem, str(path), turn=index, previous=previous))
     return probes
 
 

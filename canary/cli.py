@@ -19,7 +19,7 @@ from canary.db import alembic_config, async_engine, database, migrate, redact_ur
 from canary.errors import ConfigError
 from canary.logs import configure_logging
 from canary.report import print_pass
-from canary.runner import run_pass
+from canary.runner import planned_runs, run_pass
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -73,7 +73,7 @@ async def passes(
     console = Console(stderr=True)
     try:
         while True:
-            total = len(targets) * sum(p.spec.repeat for p in probes)
+            total = sum(planned_runs(t, probes) for t in targets)
             with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
                 task = progress.add_task("probing", total=total)
                 summary = await run_pass(

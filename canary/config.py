@@ -191,6 +191,15 @@ class Target:
             return None
         return f"canary:{self.cell}:{index % self.spec.sessions}"
 
+    @property
+    def conversations(self) -> int:
+        """How many conversations each session probe set runs per pass: ``sessions``, at least one."""
+        return max(1, self.spec.sessions)
+
+    def conversation_key(self, probe_set: str, index: int) -> str:
+        """The session key of a session probe set's index-th conversation, the same every pass."""
+        return f"canary:{self.cell}:{probe_set}:{index}"
+
     def resolved_headers(self) -> dict[str, str]:
         return {k: reveal(v) or "" for k, v in self.headers.items()}
 

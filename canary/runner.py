@@ -2,7 +2,9 @@
 
 Requests run concurrently, bounded per cell by the target's ``concurrency``; results flow
 through a memory stream to a single writer that stores them in batches. A failing cell never
-stops the pass: every failure is a stored run with its reason.
+stops the pass: every failure is a stored run with its reason. A session probe set runs as
+conversations: its turns one after another on one stable session key, each carrying the
+conversation so far.
 """
 
 from __future__ import annotations
@@ -97,6 +99,19 @@ def served_pool(target: Target, completion: Completion) -> str | None:
     return None
 
 
+def session_sets(probes: Sequence[Probe]) -> dict[str, list[Probe]]:
+    """The session turns among ``probes``, by set, in turn order."""
+    sets: dict[str, list[Probe]] = {}
+    for probe in sorted((p for p in probes if p.turn is not None), key=lambda p: p.turn or 0):
+        sets.setdefault(probe.probe_set, []).append(probe)
+    return sets
+
+
+def planned_runs(target: Target, probes: Sequence[Probe]) -> int:
+    """How many runs a pass stores for ``target``: each repeat, and each turn of each conversation."""
+    return sum(p.spec.repeat if p.turn is None else target.conversations for p in probes)
+
+
 class PassRunner:
     """Runs one pass; see :func:`run_pass`."""
 
@@ -119,7 +134,9 @@ class PassRunner:
 
     async def run(self, targets: Sequence[Target], probes: Sequence[Probe]) -> PassSummary:
         """1. Record cells and probe versions. 2. Load the cells' reference outputs.
-        3. Probe every (cell, probe) concurrently, bounded per cell. 4. Store in batches."""
+        3. Probe every (cell, probe) concurrently, bounded per cell; a session set runs as
+           ``target.conversations`` conversations per cell, each one task sending its turns in
+           order. 4. Store in batches."""
         started = time.perf_counter()
         await self._register(targets, probes)
         self.cell_names = {target_id: cell for cell, target_id in self.cell_ids.items()}
@@ -133,8 +150,13 @@ class PassRunner:
                     for cell in cells:
                         provider = get_provider(cell.target.spec.provider, cell.client)
                         for index, probe in enumerate(probes):
-                            key = cell.target.session_key(index)
-                            probing.start_soon(self._probe, provider, cell, probe, key, send)
+                            if probe.turn is None:  # session turns run below, as conversations
+                                key = cell.target.session_key(index)
+                                probing.start_soon(self._probe, provider, cell, probe, key, send)
+                        for probe_set, turns in session_sets(probes).items():
+                            for i in range(cell.target.conversations):
+                                key = cell.target.conversation_key(probe_set, i)
+                                probing.start_soon(self._session, provider, cell, turns, key, send)
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_WRITE_S):
                 await self._store(self.leftovers)
@@ -170,65 +192,97 @@ class PassRunner:
         send: MemoryObjectSendStream[RunResult],
     ) -> None:
         """Send a probe ``repeat`` times, one after another so that repeats compare to one reference."""
+        request = probe.request(request_mode(cell.target), session_key=session_key)
+        for repeat_index in range(probe.spec.repeat):
+            await send.send(await self._attempt(provider, cell, probe, request, repeat_index))
+
+    async def _session(
+        self,
+        provider: Provider,
+        cell: Cell,
+        turns: Sequence[Probe],
+        session_key: str,
+        send: MemoryObjectSendStream[RunResult],
+    ) -> None:
+        """Send a session set's turns in order as one conversation on one session key.
+
+        Each turn carries the conversation so far (earlier prompts and the answers given) and is
+        scored and stored like any probe, with the session key on its run.
+        """
+        mode = request_mode(cell.target)
+        history: list[tuple[Probe, str]] = []
+        for turn in turns:
+            request = turn.request(mode, session_key=session_key, history=history)
+            result = await self._attempt(provider, cell, turn, request, 0)
+            await send.send(result)
+            # A failed turn (no text) has no answer to carry on with; its reference answer stands
+            # in, so the later turns still run and stay measurable instead of inheriting the failure
+            # (and no API is sent an empty assistant message, which some refuse).
+            answer = result.completion.text if result.completion.text.strip() else turn.spec.reference_answer
+            history.append((turn, answer))
+
+    async def _attempt(
+        self, provider: Provider, cell: Cell, probe: Probe, request: ProbeRequest, repeat_index: int
+    ) -> RunResult:
+        """Send one request within the cell's limits, score it and return its run.
+
+        The first temperature-0 answer a cell gives to a probe version becomes its reference.
+        """
         target = cell.target
         target_id = self.cell_ids[target.cell]
         probe_pk = self.probe_ids[(probe.id, probe.version)]
         reference = self.references.get((target_id, probe_pk))
-        request = probe.request(request_mode(target), session_key=session_key)
-        for repeat_index in range(probe.spec.repeat):
-            await cell.slot()
-            async with cell.concurrency:
-                started_at = datetime.now(UTC)
-                try:
-                    completion = await self._complete(provider, target, request)
-                except anyio.get_cancelled_exc_class():
-                    # Shutdown mid-request: the run is recorded as cancelled, not silently lost.
-                    latency = (datetime.now(UTC) - started_at).total_seconds()
-                    cancelled = Completion.failed(
-                        FailureReason.CANCELLED,
-                        "shut down while the request was in flight",
-                        latency_s=latency,
-                    )
-                    self.leftovers.append(
-                        RunResult(
-                            self.pass_id,
-                            target_id,
-                            probe_pk,
-                            started_at,
-                            cancelled,
-                            repeat_index=repeat_index,
-                            session_key=request.session_key,
-                            deploy_id=self.deploy_id,
-                        )
-                    )
-                    raise
-            cell.pause(completion.retry_after_s)
-            establishes = completion.ok and reference is None and probe.spec.temperature == 0.0
-            pool = served_pool(target, completion)
-            context = ScoringContext(reference, expected_pool=target.spec.expected_pool, served_pool=pool)
+        await cell.slot()
+        async with cell.concurrency:
+            started_at = datetime.now(UTC)
             try:
-                scores = score_completion(probe, completion, context)
-            except Exception as exc:  # a scorer bug must not lose the run itself
-                log.exception("scorer failed on %s %s", target.cell, probe.id)
-                scores = []
-                completion.error = f"scoring failed: {type(exc).__name__}"
-            if establishes:
-                reference = self.references[(target_id, probe_pk)] = completion.text
-            await send.send(
-                RunResult(
-                    pass_id=self.pass_id,
-                    target_id=target_id,
-                    probe_pk=probe_pk,
-                    started_at=started_at,
-                    completion=completion,
-                    scores=scores,
-                    repeat_index=repeat_index,
-                    session_key=request.session_key,
-                    deploy_id=self.deploy_id,
-                    served_pool=pool,
-                    establishes_reference=establishes,
+                completion = await self._complete(provider, target, request)
+            except anyio.get_cancelled_exc_class():
+                # Shutdown mid-request: the run is recorded as cancelled, not silently lost.
+                latency = (datetime.now(UTC) - started_at).total_seconds()
+                cancelled = Completion.failed(
+                    FailureReason.CANCELLED,
+                    "shut down while the request was in flight",
+                    latency_s=latency,
                 )
-            )
+                self.leftovers.append(
+                    RunResult(
+                        self.pass_id,
+                        target_id,
+                        probe_pk,
+                        started_at,
+                        cancelled,
+                        repeat_index=repeat_index,
+                        session_key=request.session_key,
+                        deploy_id=self.deploy_id,
+                    )
+                )
+                raise
+        cell.pause(completion.retry_after_s)
+        establishes = completion.ok and reference is None and probe.spec.temperature == 0.0
+        pool = served_pool(target, completion)
+        context = ScoringContext(reference, expected_pool=target.spec.expected_pool, served_pool=pool)
+        try:
+            scores = score_completion(probe, completion, context)
+        except Exception as exc:  # a scorer bug must not lose the run itself
+            log.exception("scorer failed on %s %s", target.cell, probe.id)
+            scores = []
+            completion.error = f"scoring failed: {type(exc).__name__}"
+        if establishes:
+            self.references[(target_id, probe_pk)] = completion.text
+        return RunResult(
+            pass_id=self.pass_id,
+            target_id=target_id,
+            probe_pk=probe_pk,
+            started_at=started_at,
+            completion=completion,
+            scores=scores,
+            repeat_index=repeat_index,
+            session_key=request.session_key,
+            deploy_id=self.deploy_id,
+            served_pool=pool,
+            establishes_reference=establishes,
+        )
 
     @staticmethod
     async def _complete(provider: Provider, target: Target, request: ProbeRequest) -> Completion:

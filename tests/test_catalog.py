@@ -200,3 +200,101 @@ def test_select_takes_globs_over_ids_and_sets_with_exclusions() -> None:
     everything_but_xl = catalog.select("!longctx-xl")
     assert len(everything_but_xl) == len(catalog.probes) - len(catalog.select("longctx-xl"))
     assert catalog.select("en-capital-france") == [catalog.by_id("en-capital-france")]
+
+
+SESSION = """
+session = true
+
+[defaults]
+scorers = ["unexpected_script"]
+
+[[probe]]
+id = "s1"
+prompt = "My name is Ada."
+completion_prompt = "Q: My name is Ada.\\nA:"
+reference_answer = "Hello, Ada."
+
+[[probe]]
+id = "s2"
+prompt = "What is my name?"
+reference_answer = "Ada."
+
+[[probe]]
+id = "s3"
+prompt = "Spell it backwards."
+reference_answer = "adA"
+"""
+
+
+def test_a_session_file_loads_its_probes_as_turns_in_file_order(tmp_path: Path) -> None:
+    _write(tmp_path, MINIMAL, "plain.toml")
+    catalog = load_catalog(_write(tmp_path, SESSION, "talk.toml"))
+    assert [(p.id, p.turn) for p in catalog.probes] == [("p1", None), ("s1", 0), ("s2", 1), ("s3", 2)]
+    assert {p.probe_set for p in catalog.probes if p.turn is not None} == {"talk"}
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "problem"),
+    [
+        (SESSION.replace('id = "s2"', 'id = "s2"\nrepeat = 3'), "probe[1].repeat", "repeat must be 1"),
+        (SESSION.replace("[defaults]", "[defaults]\nrepeat = 2"), "probe[0].repeat", "repeat must be 1"),
+        (SESSION.split('[[probe]]\nid = "s2"')[0], "probe", "needs at least 2 probes"),
+        (SESSION.replace("session = true", "sesion = true"), "sesion", "unknown key"),
+    ],
+)
+def test_invalid_session_sets_name_the_file_key_and_problem(
+    tmp_path: Path, body: str, key: str, problem: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_catalog(_write(tmp_path, body))
+    assert info.value.path.endswith("set.toml")
+    assert info.value.key == key
+    assert problem in info.value.problem
+
+
+def test_changing_the_first_turn_makes_new_versions_of_every_later_turn(tmp_path: Path) -> None:
+    before = load_catalog(_write(tmp_path, SESSION)).probes
+    after = load_catalog(_write(tmp_path, SESSION.replace("My name is Ada.", "My name is Grace."))).probes
+    assert all(a.version != b.version for a, b in zip(after, before, strict=True))
+    edited_last = load_catalog(_write(tmp_path, SESSION.replace("Spell it", "Write it"))).probes
+    assert [p.version == b.version for p, b in zip(edited_last, before, strict=True)] == [True, True, False]
+
+
+def test_a_session_turn_has_another_version_than_the_same_probe_on_its_own(tmp_path: Path) -> None:
+    turns = load_catalog(_write(tmp_path, SESSION)).probes
+    alone = load_catalog(_write(tmp_path, SESSION.replace("session = true", ""))).probes
+    assert all(t.version != a.version for t, a in zip(turns, alone, strict=True))
+
+
+def test_ordinary_probe_versions_are_the_ones_recorded_before_sessions_existed(tmp_path: Path) -> None:
+    """Stored runs point at these versions: the session change must not have moved them."""
+    [probe] = load_catalog(_write(tmp_path, MINIMAL)).probes
+    assert probe.version == "53825557f7e99983"
+    spec = ProbeSpec(id="a", prompt="Say hi.", reference_answer="Hi.", scorers=("answered",))
+    assert Probe.from_spec(spec, "set").version == "0a478d343c466c8b"
+
+
+def test_selecting_one_turn_selects_its_whole_session(tmp_path: Path) -> None:
+    _write(tmp_path, MINIMAL, "plain.toml")
+    catalog = load_catalog(_write(tmp_path, SESSION, "talk.toml"))
+    assert [p.id for p in catalog.select("s2")] == ["s1", "s2", "s3"]
+    assert [p.id for p in catalog.select("!talk")] == ["p1"]
+    assert [p.id for p in catalog.select("p1")] == ["p1"]
+
+
+def test_a_turns_request_carries_the_conversation_so_far(tmp_path: Path) -> None:
+    s1, s2, s3 = load_catalog(_write(tmp_path, SESSION)).probes
+    history = [(s1, "Hello, Ada."), (s2, " Ada.\n")]
+    chat = s3.request("chat", session_key="k", history=history)
+    assert [(m.role, m.content) for m in chat.messages] == [
+        ("user", "My name is Ada."),
+        ("assistant", "Hello, Ada."),
+        ("user", "What is my name?"),
+        ("assistant", " Ada.\n"),
+        ("user", "Spell it backwards."),
+    ]
+    assert chat.session_key == "k"
+    completion = s3.request("completion", history=history)
+    assert completion.prompt == (
+        "Q: My name is Ada.\nA:Hello, Ada.\n\nWhat is my name?\n\n Ada.\n\nSpell it backwards.\n\n"
+    )

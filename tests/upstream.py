@@ -3,7 +3,10 @@
 The ``model`` field of a request picks the behaviour, so one server serves every failure mode:
 ``ok`` answers properly; ``slow`` sleeps past any short timeout; ``ratelimit`` answers 429 with
 ``retry-after``; ``overloaded`` answers Anthropic's 529; ``error500`` a 500; ``notjson`` an HTML
-page; ``badschema`` valid JSON of the wrong shape. Every request is recorded for assertions.
+page; ``badschema`` valid JSON of the wrong shape; ``echo`` answers ``echo: <the last user
+message>`` (chat) or ``echo: <the prompt's last line>`` (completions), and a 500 when that
+contains ``[fail]``, so a conversation's answers can be told apart. Every request is recorded
+for assertions.
 """
 
 from __future__ import annotations
@@ -118,6 +121,8 @@ class ScriptedUpstream:
             return PlainTextResponse("<html><body>502 Bad Gateway</body></html>", status_code=200)
         if model == "badschema":
             return JSONResponse({"choices": "nope", "content": 3, "type": "message"})
+        if model == "echo":
+            return self.echo(request.url.path, body)
         if anthropic:
             return JSONResponse(messages_body(model), headers=SERVED_BY)
         if request.url.path.endswith("/chat/completions"):
@@ -125,3 +130,21 @@ class ScriptedUpstream:
                 chat_body(model, bool(body.get("logprobs")), body.get("top_logprobs") or 0), headers=SERVED_BY
             )
         return JSONResponse(completions_body(model, body.get("logprobs")), headers=SERVED_BY)
+
+    @staticmethod
+    def echo(path: str, body: dict[str, Any]) -> Response:
+        if path.endswith("/chat/completions"):
+            said = next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user")
+        else:
+            said = body["prompt"].rstrip().rsplit("\n", 1)[-1]
+        if "[fail]" in said:
+            error = {"error": {"message": "internal error", "type": "server_error"}}
+            return JSONResponse(error, status_code=500)
+        answer = f"echo: {said}"
+        if path.endswith("/chat/completions"):
+            response = chat_body("echo", False, 0)
+            response["choices"][0]["message"]["content"] = answer
+        else:
+            response = completions_body("echo", None)
+            response["choices"][0]["text"] = " " + answer
+        return JSONResponse(response, headers=SERVED_BY)

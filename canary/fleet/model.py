@@ -2,7 +2,8 @@
 
 The :class:`AnswerBook` matches an incoming prompt to a catalog probe by exact text (the chat
 prompt, the completion prompt, or the prompt followed by a blank line as the completion
-provider sends it) and falls back to a generic answer for anything else.
+provider sends it, or a completion-style session transcript ending with one) and falls back to
+a generic answer for anything else.
 
 At each step a :class:`SyntheticModel` builds logits in which the reference token leads by a
 margin, a handful of plausible alternatives of the same kind (other words, other Han
@@ -83,11 +84,25 @@ class AnswerBook:
         return [a.text for a in self.by_prompt.values()] + list(GENERIC_ANSWERS)
 
     def lookup(self, prompt: str) -> Answer:
-        found = self.by_prompt.get(prompt) or self.by_prompt.get(prompt.strip())
+        found = self.by_prompt.get(prompt) or self.by_prompt.get(prompt.strip()) or self._transcript(prompt)
         if found is not None:
             return found
         index = _seed(prompt) % len(GENERIC_ANSWERS)
         return Answer(key=f"generic-{index}", text=GENERIC_ANSWERS[index], probe=None)
+
+    def _transcript(self, prompt: str) -> Answer | None:
+        """The answer to the last turn of a completion-style session transcript, if it is one.
+
+        A base model is sent a session as earlier turns and answers, each followed by a blank
+        line, then the current turn's prompt: the longest known prompt after a blank line is it.
+        """
+        at = prompt.find("\n\n")
+        while at != -1:
+            found = self.by_prompt.get(prompt[at + 2 :])
+            if found is not None:
+                return found
+            at = prompt.find("\n\n", at + 1)
+        return None
 
 
 @dataclass(frozen=True)
