@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from canary.cli_common import data_dir_option
 from canary.sampler_grid import SweepCase, SweepGrid, default_grid, full_grid, small_grid
 
 if TYPE_CHECKING:
@@ -92,12 +93,7 @@ def run_sampler_check(
     show_default=True,
     help="Record the report in the canary database ($DATABASE_URL, or the embedded one).",
 )
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Embedded PostgreSQL data directory (used when no DATABASE_URL is set).",
-)
+@data_dir_option
 def sampler_check_command(
     sampler_path: str, full: bool, quick: bool, seed: int, as_json: bool, store: bool, data_dir: Path | None
 ) -> None:
