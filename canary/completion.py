@@ -38,6 +38,13 @@ class ProbeRequest:
     session_key: str | None = None
     stop: tuple[str, ...] = ()
 
+    @property
+    def chat_messages(self) -> tuple[Message, ...]:
+        """The messages a chat-style API is sent: a completion-style prompt becomes one user turn."""
+        if self.mode == "completion" and self.prompt is not None and not self.messages:
+            return (Message("user", self.prompt),)
+        return self.messages
+
 
 @dataclass(frozen=True, slots=True)
 class TokenLogprob:

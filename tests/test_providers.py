@@ -150,3 +150,16 @@ async def test_refused_connection_becomes_a_failed_run() -> None:
         t = target("openai-chat", f"http://127.0.0.1:{port}/v1")
         c = await get_provider("openai-chat", client).complete(t, CHAT)
     assert not c.ok and c.reason is FailureReason.CONNECTION
+
+
+def test_a_completion_style_prompt_reaches_every_chat_api_as_one_user_turn() -> None:
+    from canary.providers.anthropic import messages_body
+    from canary.providers.bedrock import converse_body
+    from canary.providers.vertex import gemini_body
+
+    prompt = COMPLETION.prompt
+    assert COMPLETION.chat_messages == (Message("user", str(prompt)),)
+    assert CHAT.chat_messages == CHAT.messages
+    assert messages_body("m", COMPLETION)["messages"] == [{"role": "user", "content": prompt}]
+    assert converse_body(COMPLETION)["messages"] == [{"role": "user", "content": [{"text": prompt}]}]
+    assert gemini_body(COMPLETION)["contents"] == [{"role": "user", "parts": [{"text": prompt}]}]

@@ -34,10 +34,7 @@ class _MessageResponse(BaseModel):
 
 def messages_body(model_id: str, request: ProbeRequest) -> dict[str, Any]:
     """The Messages API body; shared with Bedrock and Vertex, which wrap the same schema."""
-    if request.mode == "completion" and request.prompt is not None and not request.messages:
-        messages = [{"role": "user", "content": request.prompt}]
-    else:
-        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+    messages = [{"role": m.role, "content": m.content} for m in request.chat_messages]
     body: dict[str, Any] = {"model": model_id, "max_tokens": request.max_tokens, "messages": messages}
     body["temperature"] = request.temperature
     if request.system:

@@ -89,9 +89,7 @@ def converse_body(request: ProbeRequest) -> dict[str, Any]:
     """The Converse body: content blocks per message, system blocks, ``inferenceConfig``."""
     system = [request.system] if request.system else []
     messages: list[dict[str, Any]] = []
-    if request.mode == "completion" and request.prompt is not None and not request.messages:
-        messages.append({"role": "user", "content": [{"text": request.prompt}]})
-    for m in request.messages:
+    for m in request.chat_messages:
         if m.role == "system":  # Converse has no system role inside messages
             system.append(m.content)
         else:

@@ -75,9 +75,7 @@ class OpenAIChatProvider(Provider):
 
     def body(self, target: Target, request: ProbeRequest) -> dict[str, Any]:
         messages = [{"role": "system", "content": request.system}] if request.system else []
-        if request.mode == "completion" and request.prompt is not None:
-            messages.append({"role": "user", "content": request.prompt})
-        messages.extend({"role": m.role, "content": m.content} for m in request.messages)
+        messages.extend({"role": m.role, "content": m.content} for m in request.chat_messages)
         body = {"model": target.spec.model_id, "messages": messages, **sampling_fields(request)}
         if request.logprobs:
             body["logprobs"] = True

@@ -125,9 +125,7 @@ def gemini_body(request: ProbeRequest) -> dict[str, Any]:
     """The generateContent body: ``contents`` with ``user``/``model`` roles, ``generationConfig``."""
     system = [request.system] if request.system else []
     contents: list[dict[str, Any]] = []
-    if request.mode == "completion" and request.prompt is not None and not request.messages:
-        contents.append({"role": "user", "parts": [{"text": request.prompt}]})
-    for m in request.messages:
+    for m in request.chat_messages:
         if m.role == "system":  # Gemini takes system text only as systemInstruction
             system.append(m.content)
         else:
