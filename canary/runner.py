@@ -143,6 +143,7 @@ class PassRunner:
         summary = PassSummary(self.pass_id, {t.cell: CellSummary(t.cell) for t in targets})
         send, receive = anyio.create_memory_object_stream[RunResult](max_buffer_size=self.batch_size * 4)
         cells = await self.cells.get_all(targets)
+        conversations = session_sets(probes)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._write, receive, summary)
@@ -153,7 +154,7 @@ class PassRunner:
                             if probe.turn is None:  # session turns run below, as conversations
                                 key = cell.target.session_key(index)
                                 probing.start_soon(self._probe, provider, cell, probe, key, send)
-                        for probe_set, turns in session_sets(probes).items():
+                        for probe_set, turns in conversations.items():
                             for i in range(cell.target.conversations):
                                 key = cell.target.conversation_key(probe_set, i)
                                 probing.start_soon(self._session, provider, cell, turns, key, send)
