@@ -10,7 +10,7 @@ Options: ``--runs N`` (default 10,000,000), ``--repeats N`` (timed runs per quer
    unexpected_script on 3 sick cells in the last 20 minutes), 200 deploys with verdicts, alerts.
    Secondary indexes are dropped for the load and rebuilt after it, and foreign-key triggers are
    off (``session_replication_role = replica``): the final schema is the migrated one.
-2. Backfill the rollups with :func:`canary.rollups.refresh_rollups` (the service's code path),
+2. Backfill the rollups with :func:`canary.storage.rollups.refresh_rollups` (the service's code path),
    VACUUM ANALYZE, then time one incremental refresh after a new minute of runs, as the service's
    leader does every 30 s.
 3. Time every dashboard query (panels, variables, annotations) with Grafana's macros expanded
@@ -290,8 +290,8 @@ def queries(now: datetime, values: dict[str, Any]) -> list[tuple[str, str]]:
 def run(url: str, runs: int, repeats: int) -> dict[str, Any]:
     import anyio
 
-    from canary.db import async_engine
-    from canary.rollups import RollupRefresher, refresh_rollups
+    from canary.storage.engine import async_engine
+    from canary.storage.rollups import RollupRefresher, refresh_rollups
 
     engine = sa.create_engine(url)
     now = datetime.now(UTC).replace(microsecond=0)
@@ -363,7 +363,7 @@ def run(url: str, runs: int, repeats: int) -> dict[str, Any]:
 def main() -> int:
     import os
 
-    from canary.db import database, ensure_database, sqlalchemy_url, with_database
+    from canary.storage.engine import database, ensure_database, sqlalchemy_url, with_database
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=10_000_000)

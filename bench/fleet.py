@@ -28,10 +28,10 @@ from typing import Any
 import httpx
 import jax
 
-from canary.catalog import Probe, load_catalog
-from canary.config import build_config
+from canary.config.loader import build_config
 from canary.fleet import default_fleet_config, fleet_targets, run_fleet_in_thread
-from canary.providers import get_provider
+from canary.probing.catalog import Probe, load_catalog
+from canary.probing.providers import get_provider
 
 
 def machine() -> dict[str, Any]:

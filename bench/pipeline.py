@@ -24,11 +24,11 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import peak_rss_mb, print_machine  # noqa: E402
-from canary.catalog import load_catalog  # noqa: E402
-from canary.config import build_config  # noqa: E402
-from canary.db import async_engine, database  # noqa: E402
-from canary.providers import get_provider  # noqa: E402
-from canary.runner import run_pass  # noqa: E402
+from canary.config.loader import build_config  # noqa: E402
+from canary.probing.catalog import load_catalog  # noqa: E402
+from canary.probing.providers import get_provider  # noqa: E402
+from canary.probing.runner import run_pass  # noqa: E402
+from canary.storage.engine import async_engine, database  # noqa: E402
 
 ANSWER = "The capital of France is Paris."
 

@@ -13,7 +13,7 @@ import platform
 import sys
 import time
 
-from canary.sampler_check import DEFAULT_SAMPLER, run_sampler_check
+from canary.cli.sampler_check import DEFAULT_SAMPLER, run_sampler_check
 
 
 def main() -> int:

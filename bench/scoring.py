@@ -23,8 +23,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from canary.catalog import Probe, load_catalog
-from canary.completion import Completion, TokenLogprob
+from canary.probing.catalog import Probe, load_catalog
+from canary.probing.completion import Completion, TokenLogprob
 from canary.scoring import SCORERS, Scorer, ScoringContext, score_completion
 
 CELL_SCORERS = {"answered", "routing"}

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._common import print_machine  # noqa: E402
-from canary.db import ensure_database, migrate, sqlalchemy_url, start_embedded, with_database  # noqa: E402
+from canary.storage.engine import ensure_database, migrate, sqlalchemy_url, start_embedded, with_database  # noqa: E402
 
 PROBE = """[[probe]]
 id = "capital"

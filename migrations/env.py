@@ -7,8 +7,8 @@ import os
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from canary.db import sqlalchemy_url
-from canary.models import Base
+from canary.storage.engine import sqlalchemy_url
+from canary.storage.tables import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -14,7 +14,14 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from canary.db import async_engine, ensure_database, migrate, sqlalchemy_url, start_embedded, with_database
+from canary.storage.engine import (
+    async_engine,
+    ensure_database,
+    migrate,
+    sqlalchemy_url,
+    start_embedded,
+    with_database,
+)
 
 TEMPLATE = "canary_template"
 

@@ -10,7 +10,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from canary.models import ProbeRow, RunRow, ScoreRow, TargetRow
+from canary.storage.tables import ProbeRow, RunRow, ScoreRow, TargetRow
 
 Rate = float | Callable[[datetime], float]
 FAILING_TEXT = "The capital of France is Paris สวัสดี and that is all."

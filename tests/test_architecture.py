@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PURE = [ROOT / "canary" / "scoring", ROOT / "canary" / "stats", ROOT / "canary" / "verdicts.py"]
+PURE = [
+    ROOT / "canary" / "scoring",
+    ROOT / "canary" / "stats",
+    ROOT / "canary" / "detection" / "decisions.py",
+    ROOT / "canary" / "verdicts" / "judgement.py",
+]
 IO_MODULES = {"sqlalchemy", "httpx", "anyio", "psycopg", "asyncio", "socket", "requests"}
 
 

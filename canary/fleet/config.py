@@ -31,8 +31,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from canary.config.validation import read_toml, validate
 from canary.errors import ConfigError
-from canary.validation import read_toml, validate
 
 FaultKind = Literal["misroute", "corrupt", "topk_drop"]
 SERVED_BY_HEADERS = ("x-served-pool", "x-served-replica")

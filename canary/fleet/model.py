@@ -21,9 +21,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from canary.catalog import Catalog, Probe
 from canary.fleet.config import ModelSpec
 from canary.fleet.vocab import Vocabulary, script_class
+from canary.probing.catalog import Catalog, Probe
 
 GENERIC_ANSWERS = (
     "Here is a short answer: it depends on the details, but the usual approach is to start simple, "

@@ -16,10 +16,10 @@ from typing import Any
 
 import uvicorn
 
-from canary.catalog import Catalog
 from canary.fleet.config import FaultSpec, FleetConfig
 from canary.fleet.scenario import Clock, Scenario, ScenarioClock, ScenarioRunner
 from canary.fleet.server import Fleet, build_app
+from canary.probing.catalog import Catalog
 
 STARTUP_TIMEOUT_S = 30.0
 

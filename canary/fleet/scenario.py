@@ -31,10 +31,10 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from canary.config.validation import read_toml, validate
 from canary.errors import ConfigError
 from canary.fleet.config import FaultSpec, check_fault
 from canary.fleet.faults import FaultState
-from canary.validation import read_toml, validate
 
 _EVENT_ONLY = {"day", "date", "note"}
 

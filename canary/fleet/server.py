@@ -30,7 +30,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as HttpRoute
 
-from canary.catalog import Catalog, load_catalog
 from canary.errors import ConfigError
 from canary.fleet import api
 from canary.fleet.config import FaultSpec, FleetConfig, PlatformSpec, default_fleet_config
@@ -38,6 +37,7 @@ from canary.fleet.engine import BatchEngine, GenerationRequest
 from canary.fleet.faults import FaultState, Route, pick_replica, route, row_faults
 from canary.fleet.model import AnswerBook, SyntheticModel
 from canary.fleet.vocab import build_vocabulary, tokenize
+from canary.probing.catalog import Catalog, load_catalog
 
 SESSION_HEADER = "x-session-key"
 _PARSERS = {

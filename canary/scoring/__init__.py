@@ -1,13 +1,13 @@
 """Scorers by name. A probe's ``scorers`` list picks from :data:`SCORERS`.
 
 Adding a scorer is one module here plus its entry below (and its name in
-``canary.catalog.KNOWN_SCORERS``, which validates probe files); scorers never touch I/O.
+``canary.probing.catalog.KNOWN_SCORERS``, which validates probe files); scorers never touch I/O.
 """
 
 from __future__ import annotations
 
-from canary.catalog import Probe
-from canary.completion import Completion
+from canary.probing.catalog import Probe
+from canary.probing.completion import Completion
 from canary.scoring.answered import AnsweredScorer
 from canary.scoring.argmax_conformance import ArgmaxConformanceScorer
 from canary.scoring.base import Score, Scorer, ScoringContext

@@ -22,8 +22,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from canary.catalog import Probe
-from canary.completion import Completion, TokenLogprob
+from canary.probing.catalog import Probe
+from canary.probing.completion import Completion, TokenLogprob
 from canary.scoring._text import MAX_SPANS, clip, snippet
 from canary.scoring.base import Score, ScoringContext
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from canary.catalog import Probe
-from canary.completion import Completion
+from canary.probing.catalog import Probe
+from canary.probing.completion import Completion
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,8 +24,8 @@ import tree_sitter_bash
 import tree_sitter_javascript
 import tree_sitter_sql
 
-from canary.catalog import Probe
-from canary.completion import Completion
+from canary.probing.catalog import Probe
+from canary.probing.completion import Completion
 from canary.scoring._text import clip
 from canary.scoring.base import Score, ScoringContext
 

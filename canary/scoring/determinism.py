@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from canary.catalog import Probe
-from canary.completion import Completion, TokenLogprob
+from canary.probing.catalog import Probe
+from canary.probing.completion import Completion, TokenLogprob
 from canary.scoring._text import snippet
 from canary.scoring.base import Score, ScoringContext
 

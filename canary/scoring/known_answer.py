@@ -18,8 +18,8 @@ from typing import Any
 
 import regex
 
-from canary.catalog import AnswerSpec, Probe
-from canary.completion import Completion
+from canary.probing.catalog import AnswerSpec, Probe
+from canary.probing.completion import Completion
 from canary.scoring._text import clip
 from canary.scoring.base import Score, ScoringContext
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import regex
 
-from canary.catalog import Probe
-from canary.completion import Completion
+from canary.probing.catalog import Probe
+from canary.probing.completion import Completion
 from canary.scoring._text import clip
 from canary.scoring.base import Score, ScoringContext
 

@@ -8,8 +8,8 @@ pool; with no served-by evidence there is nothing to judge and no score.
 
 from __future__ import annotations
 
-from canary.catalog import Probe
-from canary.completion import Completion
+from canary.probing.catalog import Probe
+from canary.probing.completion import Completion
 from canary.scoring.base import Score, ScoringContext
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from canary.catalog import Probe
-from canary.completion import Completion
+from canary.probing.catalog import Probe
+from canary.probing.completion import Completion
 from canary.scoring._scripts import disallowed_pattern, script_of
 from canary.scoring._text import MAX_SPANS, clip, snippet
 from canary.scoring.base import Score, ScoringContext

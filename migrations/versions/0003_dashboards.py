@@ -6,7 +6,7 @@ Create Date: 2026-11-23 01:10:00.000000
 
 Dashboards query only the ``v_*`` views below, so a change to the tables behind them changes a
 view here, not a dashboard. Time series read the rollup tables (maintained by
-``canary.rollups.refresh_rollups``), never raw runs.
+``canary.storage.rollups.refresh_rollups``), never raw runs.
 """
 from collections.abc import Sequence
 

@@ -21,8 +21,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from canary.models import AlertRow, DeployRow, FindingRow, ProbeRow, RunRow, ScoreRow, TargetRow
-from canary.rollups import refresh_rollups
+from canary.storage.rollups import refresh_rollups
+from canary.storage.tables import AlertRow, DeployRow, FindingRow, ProbeRow, RunRow, ScoreRow, TargetRow
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD_DIR = ROOT / "dashboards" / "grafana"

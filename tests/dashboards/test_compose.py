@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from dashkit import ROOT, load_dashboards
 
-from canary.config import load_config
+from canary.config.loader import load_config
 from canary.fleet.config import default_fleet_config, fleet_targets
 
 

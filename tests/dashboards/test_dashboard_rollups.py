@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from dashkit import SICK, seed
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from canary.models import RunRow, ScoreRow
-from canary.rollups import RollupRefresher, refresh_rollups
+from canary.storage.rollups import RollupRefresher, refresh_rollups
+from canary.storage.tables import RunRow, ScoreRow
 
 pytestmark = pytest.mark.anyio
 

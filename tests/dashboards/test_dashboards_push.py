@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from dashkit import seed
 
 from canary.cli import main
-from canary.db import async_engine
+from canary.storage.engine import async_engine
 
 TOKEN = "glsa_test_token"
 

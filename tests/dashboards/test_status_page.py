@@ -22,11 +22,11 @@ from pngread import coloured_boxes, hex_rgb, read_png
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from canary.api import ApiContext, create_app
-from canary.httpserver import serve_in_thread
-from canary.metrics import ServiceMetrics
-from canary.status_page import STATUS_COLOURS, install_status_page
-from canary.verdicts import VerdictPolicy
+from canary.service.api import ApiContext, create_app
+from canary.service.metrics import ServiceMetrics
+from canary.service.status_page import STATUS_COLOURS, install_status_page
+from canary.verdicts.judgement import VerdictPolicy
+from tests.loopback import serve_in_thread
 
 pytestmark = pytest.mark.anyio
 
@@ -92,7 +92,7 @@ async def test_an_empty_database_gives_a_page_that_says_so(engine: AsyncEngine) 
 
 
 def test_values_from_the_database_are_escaped() -> None:
-    from canary.status_page import StatusState, render
+    from canary.service.status_page import StatusState, render
 
     state = StatusState(
         health=[

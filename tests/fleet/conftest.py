@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import pytest
 from fleetkit import PassResult, ProbeCells, probe_cells_async, targets_for
 
-from canary.catalog import Catalog, Probe, load_catalog
 from canary.fleet import default_fleet_config
 from canary.fleet.running import RunningFleet, run_fleet_in_thread
+from canary.probing.catalog import Catalog, Probe, load_catalog
 
 
 @pytest.fixture(scope="session")

@@ -10,11 +10,11 @@ from typing import Any
 
 import httpx
 
-from canary.catalog import Catalog, Probe
-from canary.config import Target, build_config
+from canary.config.loader import Target, build_config
 from canary.fleet import fleet_targets
 from canary.fleet.running import RunningFleet
-from canary.providers import get_provider
+from canary.probing.catalog import Catalog, Probe
+from canary.probing.providers import get_provider
 from canary.scoring import ScoringContext, score_completion
 
 

@@ -8,9 +8,9 @@ import asyncio
 import httpx
 from fleetkit import chat_body, targets_for
 
-from canary.catalog import Catalog
 from canary.fleet.running import RunningFleet
-from canary.providers import get_provider
+from canary.probing.catalog import Catalog
+from canary.probing.providers import get_provider
 
 FRANCE = "en-capital-france"
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from canary.config import build_config
+from canary.config.loader import build_config
 from canary.errors import ConfigError
 from canary.fleet import (
     FleetConfig,

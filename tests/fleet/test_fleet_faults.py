@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 from fleetkit import PassResult, ProbeCells, select
 
-from canary.catalog import Catalog, Probe
 from canary.fleet.running import RunningFleet
+from canary.probing.catalog import Catalog, Probe
 
 POOL_CELLS = [
     f"{model}/{platform}/{pool}"

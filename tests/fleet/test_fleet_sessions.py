@@ -6,11 +6,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from canary.catalog import Catalog
-from canary.config import Target, build_config
+from canary.config.loader import Target, build_config
 from canary.fleet import fleet_targets
 from canary.fleet.running import RunningFleet
-from canary.runner import run_pass
+from canary.probing.catalog import Catalog
+from canary.probing.runner import run_pass
 
 pytestmark = pytest.mark.anyio
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import math
 
-from canary.catalog import Probe, ProbeSpec
-from canary.completion import Completion, TokenLogprob
+from canary.probing.catalog import Probe, ProbeSpec
+from canary.probing.completion import Completion, TokenLogprob
 from canary.scoring.argmax_conformance import ArgmaxConformanceScorer
 from canary.scoring.base import Score, ScoringContext
 

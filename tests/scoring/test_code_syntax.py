@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from canary.catalog import Probe, ProbeSpec
-from canary.completion import Completion
+from canary.probing.catalog import Probe, ProbeSpec
+from canary.probing.completion import Completion
 from canary.scoring.base import Score, ScoringContext
 from canary.scoring.code_syntax import CodeSyntaxScorer, extract_blocks
 

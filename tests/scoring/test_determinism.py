@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from canary.catalog import Probe, ProbeSpec
-from canary.completion import Completion, TokenLogprob
+from canary.probing.catalog import Probe, ProbeSpec
+from canary.probing.completion import Completion, TokenLogprob
 from canary.scoring.base import Score, ScoringContext
 from canary.scoring.determinism import DeterminismScorer, agreement, pass_agreement
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from canary.catalog import AnswerSpec, Probe, ProbeSpec
-from canary.completion import Completion
+from canary.probing.catalog import AnswerSpec, Probe, ProbeSpec
+from canary.probing.completion import Completion
 from canary.scoring.base import Score, ScoringContext
 from canary.scoring.known_answer import KnownAnswerScorer, parse_number, pick_choice
 

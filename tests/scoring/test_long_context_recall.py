@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from canary.catalog import NeedleSpec, Probe, ProbeSpec
-from canary.completion import Completion
+from canary.probing.catalog import NeedleSpec, Probe, ProbeSpec
+from canary.probing.completion import Completion
 from canary.scoring.base import Score, ScoringContext
 from canary.scoring.long_context_recall import LongContextRecallScorer, recalled
 

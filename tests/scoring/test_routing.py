@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from canary.catalog import load_catalog
-from canary.completion import Completion
+from canary.probing.catalog import load_catalog
+from canary.probing.completion import Completion
 from canary.scoring import ScoringContext, score_completion
 
 PROBE = load_catalog().by_id("en-capital-france")

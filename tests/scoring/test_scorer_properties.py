@@ -8,8 +8,8 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from canary.catalog import Probe, load_catalog
-from canary.completion import Completion, TokenLogprob
+from canary.probing.catalog import Probe, load_catalog
+from canary.probing.completion import Completion, TokenLogprob
 from canary.scoring import SCORERS, Score, ScoringContext, score_completion
 
 CATALOG = load_catalog()

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import canary.scoring
-from canary.catalog import KNOWN_SCORERS, Probe, load_catalog
-from canary.completion import Completion, TokenLogprob
+from canary.probing.catalog import KNOWN_SCORERS, Probe, load_catalog
+from canary.probing.completion import Completion, TokenLogprob
 from canary.scoring import SCORERS, ScoringContext, score_completion
 
 CATALOG = load_catalog()

@@ -20,9 +20,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from canary.catalog import Catalog, load_catalog
-from canary.config import Config, load_config
-from canary.httpserver import ThreadedServer, serve_in_thread
+from canary.config.loader import Config, load_config
+from canary.probing.catalog import Catalog, load_catalog
+from tests.loopback import ThreadedServer, serve_in_thread
 
 ANSWERS = {"ok": "Paris is the capital of France.", "corrupt": "Paris is the สวัสดี capital of France."}
 

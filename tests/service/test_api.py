@@ -11,14 +11,14 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from canary.alerts import AlertsSpec, evaluate_alerts
-from canary.api import ApiContext, create_app
-from canary.deploys import evaluate_running
-from canary.metrics import ServiceMetrics
-from canary.models import AlertDeliveryRow, FindingRow
-from canary.runner import run_pass
-from canary.verdicts import VerdictPolicy
-from tests.alerting import NOW, make_finding
+from canary.alerting.incidents import AlertsSpec, evaluate_alerts
+from canary.probing.runner import run_pass
+from canary.service.api import ApiContext, create_app
+from canary.service.metrics import ServiceMetrics
+from canary.storage.tables import AlertDeliveryRow, FindingRow
+from canary.verdicts.deploys import evaluate_running
+from canary.verdicts.judgement import VerdictPolicy
+from tests.alerting.kit import NOW, make_finding
 from tests.seeding import add_cells
 from tests.service.conftest import MakeConfig
 

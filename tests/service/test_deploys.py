@@ -9,10 +9,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from canary.deploys import active_bursts, create_deploy, evaluate_running, get_deploy
-from canary.models import DeployRow
-from canary.runner import run_pass
-from canary.verdicts import VerdictPolicy
+from canary.probing.runner import run_pass
+from canary.storage.tables import DeployRow
+from canary.verdicts.deploys import active_bursts, create_deploy, evaluate_running, get_deploy
+from canary.verdicts.judgement import VerdictPolicy
 from tests.service.conftest import MakeConfig
 
 pytestmark = pytest.mark.anyio

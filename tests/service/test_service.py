@@ -11,13 +11,13 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from canary.catalog import Catalog
 from canary.cli import main
-from canary.config import Config
-from canary.deploys import evaluate_running
-from canary.scheduler import Shard
-from canary.service import LOCK_KEY, Duty, Service, load_service_spec
-from canary.verdicts import VerdictPolicy
+from canary.config.loader import Config
+from canary.probing.catalog import Catalog
+from canary.probing.scheduler import Shard
+from canary.service.app import LOCK_KEY, Duty, Service, load_service_spec
+from canary.verdicts.deploys import evaluate_running
+from canary.verdicts.judgement import VerdictPolicy
 from tests.service.conftest import MakeConfig, Upstream, count_runs, eventually
 
 pytestmark = pytest.mark.anyio
@@ -200,7 +200,7 @@ async def test_the_cli_registers_a_deploy_and_gates_on_its_verdict(
 async def test_detection_and_alert_dispatch_run_as_singleton_duties(
     engine: AsyncEngine, make_config: MakeConfig
 ) -> None:
-    from canary.service import detection_duties
+    from canary.service.app import detection_duties
 
     config, _ = make_config({"pool0": "ok"})
     duties = detection_duties(config)(engine)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from canary.verdicts import MetricSamples, VerdictPolicy, advance, judge
+from canary.verdicts.judgement import MetricSamples, VerdictPolicy, advance, judge
 
 POLICY = VerdictPolicy()
 

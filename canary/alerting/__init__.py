@@ -1,0 +1,1 @@
+"""Alerting: incidents from findings, the webhook outbox, and one receiver module per channel."""

@@ -1,0 +1,1 @@
+"""canary.toml: every section's schema, env: secrets, and FILE: KEY.PATH validation errors."""

@@ -1,0 +1,358 @@
+"""One probe pass: every selected probe on every selected cell -> provider -> scorers -> storage.
+
+Requests run concurrently, bounded per cell by the target's ``concurrency``; results flow
+through a memory stream to a single writer that stores them in batches. A failing cell never
+stops the pass: every failure is a stored run with its reason. A session probe set runs as
+conversations: its turns one after another on one stable session key, each carrying the
+conversation so far.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from canary.config.loader import Target
+from canary.errors import FailureReason
+from canary.probing.catalog import Probe
+from canary.probing.cells import Cell, CellPool
+from canary.probing.completion import Completion, Mode, ProbeRequest
+from canary.probing.providers import Provider, get_provider
+from canary.scoring import ScoringContext, score_completion
+from canary.storage.writes import RunResult, load_references, sync_probes, sync_targets, write_results
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 256
+SHUTDOWN_WRITE_S = 10.0  # how long a cancelled pass may spend storing what it has
+
+
+@dataclass
+class CellSummary:
+    """What one pass saw on one cell."""
+
+    cell: str
+    runs: int = 0
+    ok: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    metric_passed: Counter[str] = field(default_factory=Counter)
+    metric_total: Counter[str] = field(default_factory=Counter)
+    latencies_ms: list[float] = field(default_factory=list)
+
+    def add(self, result: RunResult) -> None:
+        self.runs += 1
+        c = result.completion
+        if c.ok:
+            self.ok += 1
+            self.latencies_ms.append(c.latency_s * 1000.0)
+        else:
+            self.failures[c.reason.value if c.reason else "unknown"] += 1
+        for s in result.scores:
+            self.metric_total[s.metric] += 1
+            self.metric_passed[s.metric] += int(s.passed)
+
+    def pass_rate(self, metric: str) -> float | None:
+        total = self.metric_total[metric]
+        return self.metric_passed[metric] / total if total else None
+
+
+@dataclass
+class PassSummary:
+    pass_id: uuid.UUID
+    cells: dict[str, CellSummary]
+    duration_s: float = 0.0
+
+    @property
+    def stored(self) -> int:
+        return sum(c.runs for c in self.cells.values())
+
+    @property
+    def failed_runs(self) -> int:
+        return sum(c.runs - c.ok for c in self.cells.values())
+
+    @property
+    def metrics(self) -> list[str]:
+        return sorted({m for c in self.cells.values() for m in c.metric_total})
+
+
+def request_mode(target: Target) -> Mode:
+    return "completion" if target.spec.provider == "openai-completions" else "chat"
+
+
+def served_pool(target: Target, completion: Completion) -> str | None:
+    """The serving pool, read from the first configured served-by header present."""
+    for name in target.spec.served_by_headers:
+        value = completion.served_by.get(name.lower())
+        if value is not None:
+            return value
+    return None
+
+
+def session_sets(probes: Sequence[Probe]) -> dict[str, list[Probe]]:
+    """The session turns among ``probes``, by set, in turn order."""
+    sets: dict[str, list[Probe]] = {}
+    for probe in sorted((p for p in probes if p.turn is not None), key=lambda p: p.turn or 0):
+        sets.setdefault(probe.probe_set, []).append(probe)
+    return sets
+
+
+def planned_runs(target: Target, probes: Sequence[Probe]) -> int:
+    """How many runs a pass stores for ``target``: each repeat, and each turn of each conversation."""
+    return sum(p.spec.repeat if p.turn is None else target.conversations for p in probes)
+
+
+class PassRunner:
+    """Runs one pass; see :func:`run_pass`."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        cells: CellPool,
+        *,
+        deploy_id: str | None = None,
+        on_stored: Callable[[int], None] | None = None,
+        batch_size: int = BATCH_SIZE,
+    ) -> None:
+        self.engine = engine
+        self.cells = cells
+        self.deploy_id = deploy_id
+        self.on_stored = on_stored
+        self.batch_size = batch_size
+        self.pass_id = uuid.uuid4()
+        self.leftovers: list[RunResult] = []  # results to store when the pass is cancelled
+
+    async def run(self, targets: Sequence[Target], probes: Sequence[Probe]) -> PassSummary:
+        """1. Record cells and probe versions. 2. Load the cells' reference outputs.
+        3. Probe every (cell, probe) concurrently, bounded per cell; a session set runs as
+           ``target.conversations`` conversations per cell, each one task sending its turns in
+           order. 4. Store in batches."""
+        started = time.perf_counter()
+        await self._register(targets, probes)
+        self.cell_names = {target_id: cell for cell, target_id in self.cell_ids.items()}
+        summary = PassSummary(self.pass_id, {t.cell: CellSummary(t.cell) for t in targets})
+        send, receive = anyio.create_memory_object_stream[RunResult](max_buffer_size=self.batch_size * 4)
+        cells = await self.cells.get_all(targets)
+        conversations = session_sets(probes)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._write, receive, summary)
+                async with send, anyio.create_task_group() as probing:
+                    for cell in cells:
+                        provider = get_provider(cell.target.spec.provider, cell.client)
+                        for index, probe in enumerate(probes):
+                            if probe.turn is None:  # session turns run below, as conversations
+                                key = cell.target.session_key(index)
+                                probing.start_soon(self._probe, provider, cell, probe, key, send)
+                        for probe_set, turns in conversations.items():
+                            for i in range(cell.target.conversations):
+                                key = cell.target.conversation_key(probe_set, i)
+                                probing.start_soon(self._session, provider, cell, turns, key, send)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_WRITE_S):
+                await self._store(self.leftovers)
+            raise
+        summary.duration_s = time.perf_counter() - started
+        return summary
+
+    async def _register(self, targets: Sequence[Target], probes: Sequence[Probe]) -> None:
+        """Record new cells and probe versions and load references, once per process."""
+        registry = self.cells.registry
+        new_targets = registry.unsynced_targets(targets)
+        new_probes = [p for p in probes if (p.id, p.version) not in registry.probes]
+        if new_targets or new_probes:
+            async with self.engine.begin() as conn:
+                synced = await sync_targets(conn, new_targets)
+                registry.probes.update(await sync_probes(conn, new_probes))
+            registry.targets.update({t.cell: (t, synced[t.cell]) for t in new_targets})
+        self.cell_ids = {t.cell: registry.targets[t.cell][1] for t in targets}
+        unloaded = [i for i in self.cell_ids.values() if i not in registry.references_loaded]
+        if unloaded:
+            async with self.engine.connect() as conn:
+                registry.references.update(await load_references(conn, unloaded))
+            registry.references_loaded.update(unloaded)
+        self.probe_ids = registry.probes
+        self.references = registry.references
+
+    async def _probe(
+        self,
+        provider: Provider,
+        cell: Cell,
+        probe: Probe,
+        session_key: str | None,
+        send: MemoryObjectSendStream[RunResult],
+    ) -> None:
+        """Send a probe ``repeat`` times, one after another so that repeats compare to one reference."""
+        request = probe.request(request_mode(cell.target), session_key=session_key)
+        for repeat_index in range(probe.spec.repeat):
+            await send.send(await self._attempt(provider, cell, probe, request, repeat_index))
+
+    async def _session(
+        self,
+        provider: Provider,
+        cell: Cell,
+        turns: Sequence[Probe],
+        session_key: str,
+        send: MemoryObjectSendStream[RunResult],
+    ) -> None:
+        """Send a session set's turns in order as one conversation on one session key.
+
+        Each turn carries the conversation so far (earlier prompts and the answers given) and is
+        scored and stored like any probe, with the session key on its run.
+        """
+        mode = request_mode(cell.target)
+        history: list[tuple[Probe, str]] = []
+        for turn in turns:
+            request = turn.request(mode, session_key=session_key, history=history)
+            result = await self._attempt(provider, cell, turn, request, 0)
+            await send.send(result)
+            # A failed turn (no text) has no answer to carry on with; its reference answer stands
+            # in, so the later turns still run and stay measurable instead of inheriting the failure
+            # (and no API is sent an empty assistant message, which some refuse).
+            answer = result.completion.text if result.completion.text.strip() else turn.spec.reference_answer
+            history.append((turn, answer))
+
+    async def _attempt(
+        self, provider: Provider, cell: Cell, probe: Probe, request: ProbeRequest, repeat_index: int
+    ) -> RunResult:
+        """Send one request within the cell's limits, score it and return its run.
+
+        The first temperature-0 answer a cell gives to a probe version becomes its reference.
+        """
+        target = cell.target
+        target_id = self.cell_ids[target.cell]
+        probe_pk = self.probe_ids[(probe.id, probe.version)]
+        reference = self.references.get((target_id, probe_pk))
+        await cell.slot()
+        async with cell.concurrency:
+            started_at = datetime.now(UTC)
+            try:
+                completion = await self._complete(provider, target, request)
+            except anyio.get_cancelled_exc_class():
+                # Shutdown mid-request: the run is recorded as cancelled, not silently lost.
+                latency = (datetime.now(UTC) - started_at).total_seconds()
+                cancelled = Completion.failed(
+                    FailureReason.CANCELLED,
+                    "shut down while the request was in flight",
+                    latency_s=latency,
+                )
+                self.leftovers.append(
+                    RunResult(
+                        self.pass_id,
+                        target_id,
+                        probe_pk,
+                        started_at,
+                        cancelled,
+                        repeat_index=repeat_index,
+                        session_key=request.session_key,
+                        deploy_id=self.deploy_id,
+                    )
+                )
+                raise
+        cell.pause(completion.retry_after_s)
+        establishes = completion.ok and reference is None and probe.spec.temperature == 0.0
+        pool = served_pool(target, completion)
+        context = ScoringContext(reference, expected_pool=target.spec.expected_pool, served_pool=pool)
+        try:
+            scores = score_completion(probe, completion, context)
+        except Exception as exc:  # a scorer bug must not lose the run itself
+            log.exception("scorer failed on %s %s", target.cell, probe.id)
+            scores = []
+            completion.error = f"scoring failed: {type(exc).__name__}"
+        if establishes:
+            self.references[(target_id, probe_pk)] = completion.text
+        return RunResult(
+            pass_id=self.pass_id,
+            target_id=target_id,
+            probe_pk=probe_pk,
+            started_at=started_at,
+            completion=completion,
+            scores=scores,
+            repeat_index=repeat_index,
+            session_key=request.session_key,
+            deploy_id=self.deploy_id,
+            served_pool=pool,
+            establishes_reference=establishes,
+        )
+
+    @staticmethod
+    async def _complete(provider: Provider, target: Target, request: ProbeRequest) -> Completion:
+        try:
+            return await provider.complete(target, request)
+        except Exception as exc:  # providers classify every server failure; this is a canary bug
+            log.exception("provider %s raised on %s", provider.kind, target.cell)
+            return Completion.failed(FailureReason.INTERNAL, f"{type(exc).__name__}: {exc}"[:300])
+
+    async def _write(self, receive: MemoryObjectReceiveStream[RunResult], summary: PassSummary) -> None:
+        """Store results in batches: block for the first, then take whatever else is queued.
+
+        A batch being written when the pass is cancelled is finished (shielded), so nothing is
+        half-written; results still queued are handed to the pass's leftovers.
+        """
+        async with receive:
+            try:
+                async for first in receive:
+                    batch = [first]
+                    while len(batch) < self.batch_size:
+                        try:
+                            batch.append(receive.receive_nowait())
+                        except (anyio.WouldBlock, anyio.EndOfStream):
+                            break
+                    with anyio.CancelScope(shield=True):
+                        await self._store(batch)
+                    for result in batch:
+                        summary.cells[self.cell_names[result.target_id]].add(result)
+                    if self.on_stored:
+                        self.on_stored(len(batch))
+            except anyio.get_cancelled_exc_class():
+                while True:
+                    try:
+                        self.leftovers.append(receive.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                raise
+
+    async def _store(self, batch: list[RunResult]) -> None:
+        if not batch:
+            return
+        # A database restart or failover mid-pass is retried; results are only dropped if it stays down.
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(OperationalError),
+            stop=stop_after_attempt(5),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            sleep=anyio.sleep,
+            reraise=True,
+        ):
+            with attempt:
+                async with self.engine.begin() as conn:
+                    await write_results(conn, batch)
+
+
+async def run_pass(
+    engine: AsyncEngine,
+    targets: Sequence[Target],
+    probes: Sequence[Probe],
+    *,
+    cells: CellPool | None = None,
+    deploy_id: str | None = None,
+    on_stored: Callable[[int], None] | None = None,
+) -> PassSummary:
+    """Run every probe on every target once (``repeat`` times each) and store the results.
+
+    ``cells`` carries clients and limits across passes (the service keeps one); without it the
+    pass opens its own and closes them at the end.
+    """
+    if cells is not None:
+        return await PassRunner(engine, cells, deploy_id=deploy_id, on_stored=on_stored).run(targets, probes)
+    async with CellPool() as own:
+        return await PassRunner(engine, own, deploy_id=deploy_id, on_stored=on_stored).run(targets, probes)

@@ -1,0 +1,231 @@
+"""Probe scheduling: one APScheduler job per (cell, probe set), sharded across replicas.
+
+Each replica keeps its jobs in APScheduler's in-memory store. APScheduler 3 must not share a
+job store between processes (its FAQ says so, and two processes on one SQLAlchemy store ran
+every job twice), so replicas split the cells by a stable hash instead (``--shard i/N``, as
+Prometheus' ``hashmod`` does) and never coordinate per job.
+
+A job runs one pass on its cell through the service's single :class:`CellPool`, so all probe
+sets of a cell share its concurrency and requests-per-minute budget. ``max_instances=1`` and
+coalescing mean a slow cell skips a beat rather than piling up; each pass is bounded by a time
+limit, and being its own task it never delays another cell. Cells under a deploy verdict get a
+second, faster "burst" job whose runs are tagged with the deploy id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import anyio
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, EVENT_JOB_SUBMITTED, JobEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from canary.config.loader import Target
+from canary.probing.catalog import Catalog, Probe
+from canary.probing.cells import CellPool
+from canary.probing.runner import run_pass
+from canary.service.metrics import ServiceMetrics
+
+log = logging.getLogger(__name__)
+
+
+class ScheduleSpec(BaseModel):
+    """``[service]`` keys that shape the schedule."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    misfire_grace_s: float = Field(default=60.0, gt=0)
+    pass_timeout_s: float | None = Field(default=None, gt=0)  # default: the job's interval
+    burst_interval_s: float = Field(default=30.0, gt=0)
+    start_spread_s: float = Field(default=30.0, ge=0)  # first runs spread over this long
+    probe_set_intervals: dict[str, float] = {}  # probe set -> interval_s overriding the cell's
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This replica's share of the cells: ``index`` of ``count``."""
+
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``"i/N"`` with ``0 <= i < N``."""
+        try:
+            i, n = (int(part) for part in text.split("/"))
+        except ValueError:
+            raise ValueError(f"shard must look like i/N, got {text!r}") from None
+        if not 0 <= i < n:
+            raise ValueError(f"shard index must be in 0..{n - 1}, got {i}")
+        return cls(i, n)
+
+    def owns(self, cell: str) -> bool:
+        return stable_hash(cell) % self.count == self.index
+
+
+def stable_hash(text: str) -> int:
+    """A hash that every replica and every Python process agrees on (``hash()`` is salted)."""
+    return int.from_bytes(hashlib.md5(text.encode(), usedforsecurity=False).digest()[:8], "big")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One (cell, probe set) and how often to probe it."""
+
+    target: Target
+    probe_set: str
+    probes: tuple[Probe, ...]
+    interval_s: float
+    jitter_s: float
+
+    @property
+    def cell(self) -> str:
+        return self.target.cell
+
+    @property
+    def key(self) -> str:
+        return f"{self.cell}::{self.probe_set}"
+
+
+def plan_jobs(targets: Sequence[Target], catalog: Catalog, shard: Shard, spec: ScheduleSpec) -> list[JobSpec]:
+    """The jobs of this replica: every owned cell times every probe set its ``probes`` glob selects."""
+    jobs: list[JobSpec] = []
+    for target in targets:
+        if not shard.owns(target.cell):
+            continue
+        by_set: dict[str, list[Probe]] = {}
+        for probe in catalog.select(target.spec.probes):
+            by_set.setdefault(probe.probe_set, []).append(probe)
+        for probe_set, probes in sorted(by_set.items()):
+            interval = spec.probe_set_intervals.get(probe_set, target.interval_s)
+            jobs.append(
+                JobSpec(target, probe_set, tuple(probes), interval, min(target.jitter_s, interval / 2))
+            )
+    return jobs
+
+
+class ProbeScheduler:
+    """Runs the planned jobs on an AsyncIOScheduler; call :meth:`start` inside the event loop."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        cells: CellPool,
+        jobs: Sequence[JobSpec],
+        spec: ScheduleSpec,
+        metrics: ServiceMetrics,
+    ) -> None:
+        self.engine, self.cells, self.spec, self.metrics = engine, cells, spec, metrics
+        self.jobs = {job.key: job for job in jobs}
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self.bursts: dict[str, str] = {}  # cell -> deploy id, for cells under a verdict
+        self.scheduled: dict[str, datetime] = {}  # APScheduler job id -> scheduled run time
+        self.in_flight: set[asyncio.Task[object]] = set()
+        self.started = False
+
+    def start(self, now: datetime | None = None) -> None:
+        """Add every job with a phase spread over ``start_spread_s`` (stable per job), then start."""
+        now = now or datetime.now(UTC)
+        self.scheduler.add_listener(
+            self._on_event, EVENT_JOB_SUBMITTED | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
+        )
+        for job in self.jobs.values():
+            phase = (stable_hash(job.key) % 10_000) / 10_000 * min(self.spec.start_spread_s, job.interval_s)
+            self._add(job.key, job.key, job.interval_s, job.jitter_s, now + timedelta(seconds=phase))
+        self.scheduler.start()
+        self.metrics.jobs.labels("regular").set(len(self.jobs))
+        self.started = True
+
+    def _add(self, job_id: str, key: str, interval_s: float, jitter_s: float, first: datetime) -> None:
+        trigger = IntervalTrigger(seconds=interval_s, jitter=jitter_s or None, start_date=first, timezone=UTC)
+        self.scheduler.add_job(
+            self._run,
+            trigger,
+            args=(job_id, key),
+            id=job_id,
+            next_run_time=first,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=max(1, round(self.spec.misfire_grace_s)),
+            replace_existing=True,
+        )
+
+    def _on_event(self, event: JobEvent) -> None:
+        if event.code == EVENT_JOB_SUBMITTED:
+            self.scheduled[event.job_id] = event.scheduled_run_times[-1]
+        elif event.code == EVENT_JOB_MISSED:
+            self.metrics.missed.inc()
+        elif event.code == EVENT_JOB_MAX_INSTANCES:
+            self.metrics.overlaps.inc()
+
+    def set_bursts(self, bursts: dict[str, str], now: datetime | None = None) -> None:
+        """Make exactly the cells in ``bursts`` (cell -> deploy id) burst; owned cells only."""
+        now = now or datetime.now(UTC)
+        wanted = {f"burst::{job.key}": job for job in self.jobs.values() if job.cell in bursts}
+        current = {job.id for job in self.scheduler.get_jobs() if job.id.startswith("burst::")}
+        for job_id in current - wanted.keys():
+            self.scheduler.remove_job(job_id)
+        for job_id in wanted.keys() - current:
+            interval = min(self.spec.burst_interval_s, wanted[job_id].interval_s)
+            self._add(job_id, wanted[job_id].key, interval, 0.0, now)
+        self.bursts = {
+            cell: deploy for cell, deploy in bursts.items() if any(j.cell == cell for j in wanted.values())
+        }
+        self.metrics.jobs.labels("burst").set(len(wanted))
+
+    async def _run(self, job_id: str, key: str) -> None:
+        """One pass of one job, bounded by its time limit; failures are counted, never raised."""
+        job = self.jobs[key]
+        scheduled = self.scheduled.pop(job_id, None)
+        if scheduled is not None:
+            self.metrics.lag.observe(max(0.0, (datetime.now(UTC) - scheduled).total_seconds()))
+        task = asyncio.current_task()
+        assert task is not None
+        self.in_flight.add(task)
+        self.metrics.in_flight.inc()
+        deploy_id = self.bursts.get(job.cell)
+        try:
+            with anyio.move_on_after(self.spec.pass_timeout_s or job.interval_s) as scope:
+                summary = await run_pass(
+                    self.engine, [job.target], job.probes, cells=self.cells, deploy_id=deploy_id
+                )
+                self.metrics.observe_pass(job.probe_set, summary)
+            if scope.cancelled_caught:
+                log.warning("pass on %s (%s) hit its time limit", job.cell, job.probe_set)
+                self.metrics.pass_timeouts.labels(job.cell).inc()
+        except asyncio.CancelledError:
+            # Shutdown cancelled the pass after its grace time; the runner stored what it had.
+            log.info("pass on %s (%s) cancelled at shutdown", job.cell, job.probe_set)
+        except Exception:
+            log.exception("pass on %s (%s) failed", job.cell, job.probe_set)
+            self.metrics.pass_errors.labels(job.cell).inc()
+        finally:
+            self.in_flight.discard(task)
+            self.metrics.in_flight.dec()
+
+    async def shutdown(self, grace_s: float = 10.0) -> None:
+        """Stop scheduling; let in-flight passes finish for ``grace_s``, then cancel them.
+
+        A cancelled pass stores what it has and records its in-flight requests as ``cancelled``
+        (the runner does this), so nothing is lost or half-written.
+        """
+        if not self.started:
+            return
+        self.scheduler.pause()
+        if self.in_flight:
+            await asyncio.wait(list(self.in_flight), timeout=grace_s)
+        remaining = list(self.in_flight)
+        for task in remaining:
+            task.cancel()
+        if remaining:
+            await asyncio.wait(remaining)
+        self.scheduler.shutdown(wait=False)
+        self.started = False

@@ -1,0 +1,1 @@
+"""The JAX sampler conformance check: grid, inputs, reference, sweep, report and storage."""

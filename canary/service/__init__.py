@@ -1,0 +1,1 @@
+"""The long-running service: app and leadership, HTTP API, status page and /metrics."""

@@ -1,0 +1,108 @@
+"""Prometheus metrics of one ``canary serve`` replica, on a registry of its own.
+
+Counters are fed from each pass's summary as it ends (no database query at scrape time);
+gauges that need the database (open alerts, running deploys) are refreshed by the service's
+background loop. A private registry keeps two services in one process (tests) apart.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from canary.probing.runner import PassSummary
+
+LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+PASS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+__all__ = ["CONTENT_TYPE_LATEST", "ServiceMetrics"]
+
+
+class ServiceMetrics:
+    """Every series the service exports; one instance per service."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.runs = Counter(
+            "canary_probe_runs", "Probe requests stored, by cell and status.", ["cell", "status"], registry=r
+        )
+        self.failures = Counter(
+            "canary_probe_failures",
+            "Failed probe requests by cell and reason.",
+            ["cell", "reason"],
+            registry=r,
+        )
+        self.checks = Counter(
+            "canary_score_checks", "Scored outcomes by cell and metric.", ["cell", "metric"], registry=r
+        )
+        self.check_failures = Counter(
+            "canary_score_failures",
+            "Scored outcomes that failed, by cell and metric.",
+            ["cell", "metric"],
+            registry=r,
+        )
+        self.pass_rate = Gauge(
+            "canary_score_pass_rate",
+            "Pass rate of the last pass, by cell and metric.",
+            ["cell", "metric"],
+            registry=r,
+        )
+        self.pass_seconds = Histogram(
+            "canary_pass_duration_seconds",
+            "Duration of one scheduled pass.",
+            ["probe_set"],
+            buckets=PASS_BUCKETS,
+            registry=r,
+        )
+        self.pass_timeouts = Counter(
+            "canary_pass_timeouts",
+            "Passes cut off by their time limit (in-flight runs stored as cancelled).",
+            ["cell"],
+            registry=r,
+        )
+        self.pass_errors = Counter(
+            "canary_pass_errors", "Passes that raised (database down, bug).", ["cell"], registry=r
+        )
+        self.lag = Histogram(
+            "canary_scheduler_lag_seconds",
+            "Delay between a job's scheduled time and its start.",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.missed = Counter(
+            "canary_scheduler_missed_runs", "Runs skipped past the misfire grace time.", registry=r
+        )
+        self.overlaps = Counter(
+            "canary_scheduler_overlaps", "Runs skipped because the previous one was still going.", registry=r
+        )
+        self.jobs = Gauge("canary_scheduler_jobs", "Jobs this replica schedules.", ["kind"], registry=r)
+        self.in_flight = Gauge("canary_scheduler_in_flight", "Passes running now.", registry=r)
+        self.leader = Gauge(
+            "canary_singleton_leader", "1 when this replica runs detection and alert dispatch.", registry=r
+        )
+        self.open_alerts = Gauge("canary_open_alerts", "Alerts currently firing.", registry=r)
+        self.running_deploys = Gauge("canary_running_deploys", "Deploys under a verdict now.", registry=r)
+        self.duty_errors = Counter(
+            "canary_singleton_errors", "Singleton duty iterations that raised.", ["duty"], registry=r
+        )
+
+    def observe_pass(self, probe_set: str, summary: PassSummary) -> None:
+        """Fold one finished pass into the counters."""
+        self.pass_seconds.labels(probe_set).observe(summary.duration_s)
+        for cell, c in summary.cells.items():
+            if c.ok:
+                self.runs.labels(cell, "ok").inc(c.ok)
+            if c.runs - c.ok:
+                self.runs.labels(cell, "error").inc(c.runs - c.ok)
+            for reason, count in c.failures.items():
+                self.failures.labels(cell, reason).inc(count)
+            for metric, total in c.metric_total.items():
+                failed = total - c.metric_passed[metric]
+                self.checks.labels(cell, metric).inc(total)
+                if failed:
+                    self.check_failures.labels(cell, metric).inc(failed)
+                self.pass_rate.labels(cell, metric).set(c.metric_passed[metric] / total)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,1 @@
+"""Storage: the engine and embedded PostgreSQL, ORM tables, result writes and rollups."""

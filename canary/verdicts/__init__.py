@@ -1,0 +1,1 @@
+"""Per-deploy verdicts: pure judgement (judgement.py) and deploy registration (deploys.py)."""

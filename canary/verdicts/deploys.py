@@ -1,0 +1,251 @@
+"""Deploys under a verdict: registration, the samples a verdict reads, and periodic evaluation.
+
+A deploy names canary cells and baseline cells and a window (start, duration). While the window
+is open every replica bursts probes on the cells it owns; the replica holding the singleton lock
+evaluates running deploys every ``verdict_interval_s`` with :func:`canary.verdicts.judgement.judge` and
+stores the result in ``deploys.details``, ending the deploy when the window closes or when the
+consecutive-failure limit is reached. The verdict logic itself is pure; this module only reads
+and writes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from fnmatch import fnmatchcase
+from typing import Any
+
+import anyio
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from canary.storage.tables import DeployRow
+from canary.verdicts.judgement import DeployState, MetricSamples, Verdict, VerdictPolicy, advance, judge
+
+REQUEST_ERRORS = "request_errors"  # failed requests (timeouts, 5xx...) as a rate metric
+LATENCY = "latency_ms"
+MAX_VALUES = 5000  # latency values read per side; Mann-Whitney needs no more
+
+
+DEPLOYS: sa.Table = DeployRow.__table__  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class Deploy:
+    """One row of ``deploys`` as a plain value."""
+
+    id: str
+    name: str
+    canary_cells: list[str]
+    baseline_cells: list[str]
+    started_at: datetime
+    duration_s: float | None
+    status: str
+    details: dict[str, Any]
+    created_at: datetime | None = None
+
+    @classmethod
+    def from_row(cls, row: sa.Row[Any]) -> Deploy:
+        m = row._mapping
+        return cls(**{f: m[f] for f in cls.__dataclass_fields__ if f in m})
+
+    @property
+    def ends_at(self) -> datetime:
+        """End of the window; a deploy without a duration (an annotation) ends when it starts."""
+        return self.started_at + timedelta(seconds=self.duration_s or 0.0)
+
+    @property
+    def judged(self) -> bool:
+        """Whether this deploy asks for a verdict (other tools also record plain annotations)."""
+        return bool(self.canary_cells and self.baseline_cells and self.duration_s)
+
+
+class CellSelectionError(ValueError):
+    """Cell patterns that match nothing, or canary and baseline sides that overlap."""
+
+    def __init__(self, message: str, side: str) -> None:
+        super().__init__(message)
+        self.field = f"{side}_cells"  # the request field at fault
+
+
+def expand_cells(patterns: Sequence[str], known: Sequence[str], side: str) -> list[str]:
+    """Globs over cell names -> the known cells they match; each pattern must match one."""
+    cells: list[str] = []
+    for pattern in patterns:
+        matched = [c for c in known if fnmatchcase(c, pattern)]
+        if not matched:
+            raise CellSelectionError(f"{side} pattern {pattern!r} matches no configured cell", side)
+        cells.extend(c for c in matched if c not in cells)
+    return cells
+
+
+async def create_deploy(
+    engine: AsyncEngine,
+    name: str,
+    canary_cells: list[str],
+    baseline_cells: list[str],
+    started_at: datetime,
+    duration_s: float,
+    created_by: str = "api",
+) -> Deploy:
+    if set(canary_cells) & set(baseline_cells):
+        raise CellSelectionError("a cell cannot be on both the canary and the baseline side", "baseline")
+    values = {
+        "id": uuid.uuid4().hex[:12],
+        "name": name,
+        "canary_cells": canary_cells,
+        "baseline_cells": baseline_cells,
+        "started_at": started_at,
+        "duration_s": duration_s,
+        "status": "running",
+        "created_by": created_by,
+        "details": {},
+    }
+    async with engine.begin() as conn:
+        row = (await conn.execute(sa.insert(DEPLOYS).values(**values).returning(DEPLOYS))).one()
+    return Deploy.from_row(row)
+
+
+async def get_deploy(engine: AsyncEngine, deploy: str) -> Deploy | None:
+    """A deploy by id, else the latest one with that name."""
+    async with engine.connect() as conn:
+        by_id = (await conn.execute(sa.select(DEPLOYS).where(DEPLOYS.c.id == deploy))).first()
+        if by_id is not None:
+            return Deploy.from_row(by_id)
+        query = sa.select(DEPLOYS).where(DEPLOYS.c.name == deploy).order_by(DEPLOYS.c.created_at.desc())
+        by_name = (await conn.execute(query.limit(1))).first()
+        return Deploy.from_row(by_name) if by_name is not None else None
+
+
+async def list_deploys(engine: AsyncEngine, limit: int = 50) -> list[Deploy]:
+    async with engine.connect() as conn:
+        query = sa.select(DEPLOYS).order_by(DEPLOYS.c.created_at.desc()).limit(limit)
+        return [Deploy.from_row(r) for r in (await conn.execute(query)).all()]
+
+
+async def running_deploys(engine: AsyncEngine, now: datetime) -> list[Deploy]:
+    """Running deploys that ask for a verdict and whose window has started."""
+    async with engine.connect() as conn:
+        query = sa.select(DEPLOYS).where(DEPLOYS.c.status == "running", DEPLOYS.c.started_at <= now)
+        deploys = [Deploy.from_row(r) for r in (await conn.execute(query)).all()]
+    return [d for d in deploys if d.judged]
+
+
+async def active_bursts(engine: AsyncEngine, now: datetime) -> dict[str, str]:
+    """Cells to burst now (cell -> deploy id): both sides of running deploys inside their window."""
+    bursts: dict[str, str] = {}
+    for row in await running_deploys(engine, now):
+        if now < row.ends_at:
+            for cell in [*row.canary_cells, *row.baseline_cells]:
+                bursts.setdefault(cell, row.id)
+    return bursts
+
+
+async def collect_samples(
+    conn: AsyncConnection, canary: Sequence[str], baseline: Sequence[str], start: datetime, end: datetime
+) -> list[MetricSamples]:
+    """Per-metric failure counts on both sides inside the window, plus request errors and latency."""
+    sides: dict[str, dict[str, tuple[int, int]]] = {}
+    latency: dict[str, tuple[float, ...]] = {}
+    for side, cells in (("canary", canary), ("baseline", baseline)):
+        window = {"cells": list(cells), "start": start, "end": end}
+        scores = await conn.execute(
+            sa.text(
+                "SELECT s.metric, count(*) FILTER (WHERE NOT s.passed), count(*) FROM scores s"
+                " JOIN targets t ON t.id = s.target_id WHERE t.cell = ANY(:cells)"
+                " AND s.created_at >= :start AND s.created_at < :end GROUP BY s.metric"
+            ),
+            window,
+        )
+        counts = {metric: (int(f), int(n)) for metric, f, n in scores.all()}
+        runs = await conn.execute(
+            sa.text(
+                "SELECT count(*) FILTER (WHERE r.status = 'error'), count(*) FROM runs r"
+                " JOIN targets t ON t.id = r.target_id WHERE t.cell = ANY(:cells)"
+                " AND r.started_at >= :start AND r.started_at < :end"
+                " AND r.reason IS DISTINCT FROM 'cancelled'"
+            ),
+            window,
+        )
+        errors, total = runs.one()
+        counts[REQUEST_ERRORS] = (int(errors), int(total))
+        values = await conn.execute(
+            sa.text(
+                "SELECT r.latency_ms FROM runs r JOIN targets t ON t.id = r.target_id"
+                " WHERE t.cell = ANY(:cells) AND r.started_at >= :start AND r.started_at < :end"
+                " AND r.status = 'ok' ORDER BY r.started_at DESC LIMIT :limit"
+            ),
+            {**window, "limit": MAX_VALUES},
+        )
+        latency[side] = tuple(float(v) for v in values.scalars())
+        sides[side] = counts
+    samples = [
+        MetricSamples(metric, *sides["canary"].get(metric, (0, 0)), *sides["baseline"].get(metric, (0, 0)))
+        for metric in sorted(sides["canary"].keys() | sides["baseline"].keys())
+    ]
+    samples.append(
+        MetricSamples(LATENCY, canary_values=latency["canary"], baseline_values=latency["baseline"])
+    )
+    return samples
+
+
+async def evaluate_deploy(
+    engine: AsyncEngine, row: Deploy, policy: VerdictPolicy, now: datetime
+) -> DeployState:
+    """1. Read both sides' samples from the window so far. 2. Judge them (in a worker thread:
+    exact tests can take a second). 3. Advance the status with the consecutive-failure limit.
+    4. Store status and details, only if the deploy is still running (a concurrent end wins)."""
+    end = min(now, row.ends_at)
+    async with engine.connect() as conn:
+        samples = await collect_samples(conn, row.canary_cells, row.baseline_cells, row.started_at, end)
+    verdict: Verdict = await anyio.to_thread.run_sync(judge, samples, policy)
+    streak = int((row.details or {}).get("fail_streak", 0))
+    state = advance(verdict, streak, window_over=now >= row.ends_at, policy=policy)
+    details = {
+        **verdict.to_dict(),
+        "fail_streak": state.fail_streak,
+        "evaluated_at": now.isoformat(),
+        "status_reason": state.reason,
+    }
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.update(DEPLOYS)
+            .where(DEPLOYS.c.id == row.id, DEPLOYS.c.status == "running")
+            .values(status=state.status, details=details)
+        )
+    return state
+
+
+async def evaluate_running(engine: AsyncEngine, policy: VerdictPolicy, now: datetime) -> int:
+    """Evaluate every running deploy that has started; returns how many were evaluated."""
+    rows = await running_deploys(engine, now)
+    for row in rows:
+        await evaluate_deploy(engine, row, policy, now)
+    return len(rows)
+
+
+def deploy_json(row: Deploy) -> dict[str, Any]:
+    """The API's view of a deploy: ``verdict`` is PENDING until the deploy ends."""
+    details = dict(row.details or {})
+    decided = row.status != "running"
+    verdict = details.get("verdict") if decided else "PENDING"
+    return {
+        "id": row.id,
+        "name": row.name,
+        "status": row.status,
+        "verdict": verdict,
+        "decided": decided,
+        "exit_code": details.get("exit_code") if decided else None,
+        "reason": details.get("status_reason", "not evaluated yet"),
+        "canary_cells": list(row.canary_cells),
+        "baseline_cells": list(row.baseline_cells),
+        "started_at": row.started_at.isoformat(),
+        "ends_at": row.ends_at.isoformat(),
+        "duration_s": row.duration_s,
+        "evaluated_at": details.get("evaluated_at"),
+        "fail_streak": details.get("fail_streak", 0),
+        "latest": details.get("verdict"),
+        "metrics": details.get("metrics", []),
+    }
