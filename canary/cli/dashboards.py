@@ -2,7 +2,8 @@
 
 ``push`` creates (or finds) a folder and saves the three dashboards of ``dashboards/grafana/``
 into it with ``overwrite``, pointing their queries at the PostgreSQL data source you name
-(``--datasource-uid``; the canary database must already be a data source of that Grafana).
+(``--datasource-uid``; the canary database must already be a data source of that Grafana);
+``push --dry-run`` loads them the same way and lists them without contacting any Grafana.
 ``annotate`` posts the deploys of the last ``--since`` hours as Grafana annotations tagged
 ``canary-deploy``, so other dashboards can overlay them; deploys already annotated (found by
 their ``deploy:<id>`` tag) are skipped, so it can run from cron.
@@ -37,7 +38,7 @@ token_option = click.option(
 
 def resolve_token(token: str) -> str:
     """``env:NAME`` -> the variable's value; a literal token is refused so it never lands in shell history."""
-    from canary.config.loader import resolve_secret, reveal
+    from canary.config.secrets import resolve_secret, reveal
     from canary.errors import ConfigError
 
     if not token.startswith("env:"):
@@ -89,8 +90,11 @@ def dashboards_group() -> None:
 
 
 @dashboards_group.command("push")
-@url_option
-@token_option
+@click.option("--url", help="Grafana base URL, e.g. https://grafana.example.com (not needed with --dry-run).")
+@click.option(
+    "--token",
+    help="Grafana service-account token as env:NAME (never on the command line; not needed with --dry-run).",
+)
 @click.option("--folder", default="canary", show_default=True, help="Grafana folder to save into.")
 @click.option(
     "--datasource-uid",
@@ -105,14 +109,31 @@ def dashboards_group() -> None:
     default=DASHBOARD_DIR,
     help="Directory of dashboard JSON files.",
 )
-def push_command(url: str, token: str, folder: str, datasource_uid: str, source: Path) -> None:
+@click.option(
+    "--dry-run", is_flag=True, help="Load the dashboards and list what would be saved; contact no Grafana."
+)
+def push_command(
+    url: str | None, token: str | None, folder: str, datasource_uid: str, source: Path, dry_run: bool
+) -> None:
     """Save the canary dashboards into a Grafana (overwriting earlier versions)."""
+    dashboards = list(load_dashboards(source, datasource_uid))
+    if dry_run:
+        for dashboard in dashboards:
+            panels = len(dashboard.get("panels", []))
+            click.echo(
+                f"{dashboard['title']}: uid {dashboard.get('uid')}, {panels} panels,"
+                f" folder '{folder}', data source {datasource_uid}"
+            )
+        click.echo(f"{len(dashboards)} dashboard(s) from {source} (dry run: nothing sent)")
+        return
+    if not url or not token:
+        raise click.UsageError("--url and --token are required (or give --dry-run)")
     from grafana_client.client import GrafanaException
 
     api = grafana(url, token)
     try:
         folder_uid = ensure_folder(api, folder)
-        for dashboard in load_dashboards(source, datasource_uid):
+        for dashboard in dashboards:
             saved = api.dashboard.update_dashboard(
                 {"dashboard": dashboard, "folderUid": folder_uid, "overwrite": True, "message": "canary push"}
             )
