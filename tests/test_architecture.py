@@ -11,6 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PURE = [
+    ROOT / "canary" / "config" / "globs.py",
     ROOT / "canary" / "scoring",
     ROOT / "canary" / "stats",
     ROOT / "canary" / "detection" / "decisions.py",

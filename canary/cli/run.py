@@ -25,8 +25,14 @@ from canary.storage.engine import async_engine, database
 @config_option
 @data_dir_option
 @click.option("--once", is_flag=True, help="Run a single pass and exit (otherwise repeat every interval).")
-@click.option("--cells", default=None, help="Comma-separated globs over cell names (model/platform/pool).")
-@click.option("--probes", default=None, help="Comma-separated globs over probe ids or probe sets.")
+@click.option(
+    "--cells",
+    default=None,
+    help="Comma-separated globs over cell names (model/platform/pool); !glob excludes.",
+)
+@click.option(
+    "--probes", default=None, help="Comma-separated globs over probe ids or probe sets; !glob excludes."
+)
 @click.option("--deploy-id", default=None, help="Tag the runs with this deploy id.")
 @click.option("--log-level", default="WARNING", show_default=True)
 def run(
@@ -39,6 +45,8 @@ def run(
     log_level: str,
 ) -> None:
     """Probe every selected cell with every selected probe, score, store and summarise.
+
+    A cell whose target has a ``probes`` key runs only the selected probes that key selects too.
 
     Exit 0 when every run got an answer, 1 when some runs failed, 2 on a configuration error.
     """

@@ -123,9 +123,15 @@ def deploy_group() -> None:
 @token_option
 @click.argument("name")
 @click.option(
-    "--canary", "canary_cells", multiple=True, required=True, help="Canary cell or glob (repeatable)."
+    "--canary",
+    "canary_cells",
+    multiple=True,
+    required=True,
+    help="Canary cell globs; !glob excludes (repeatable).",
 )
-@click.option("--baseline", "baseline_cells", multiple=True, required=True, help="Baseline cell or glob.")
+@click.option(
+    "--baseline", "baseline_cells", multiple=True, required=True, help="Baseline cell globs; !glob excludes."
+)
 @click.option("--duration", "duration_s", type=float, default=None, help="Window in seconds (default 900).")
 @click.option("--started-at", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z"]), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print the deploy as JSON.")

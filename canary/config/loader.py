@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from canary.config.globs import Patterns, Selection
 from canary.config.validation import read_toml, validate
 from canary.errors import ConfigError, SecretError
 
@@ -83,7 +83,7 @@ class TargetSpec(BaseModel):
     requests_per_minute: float | None = Field(default=None, gt=0)
     interval_s: float | None = Field(default=None, gt=0)
     jitter_s: float | None = Field(default=None, ge=0)
-    probes: str | None = None
+    probes: str | list[str] | None = None  # globs over probe ids and sets run on this cell
     region: str | None = None
     project: str | None = None
     sessions: int = Field(default=0, ge=0, le=1024)
@@ -214,12 +214,10 @@ class Config:
     probes_dir: Path | None
     raw: ConfigFile = field(repr=False)
 
-    def select(self, pattern: str | None) -> list[Target]:
-        """Cells whose name matches any comma-separated glob (all when None)."""
-        if not pattern:
-            return list(self.targets)
-        globs = [g.strip() for g in pattern.split(",") if g.strip()]
-        return [t for t in self.targets if any(fnmatchcase(t.cell, g) for g in globs)]
+    def select(self, patterns: Patterns) -> list[Target]:
+        """Cells whose name the globs select (:mod:`canary.config.globs`; all when None)."""
+        selection = Selection.parse(patterns)
+        return [t for t in self.targets if selection.matches(t.cell)]
 
 
 def build_config(data: dict[str, Any], path: Path | str) -> Config:

@@ -21,13 +21,13 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Literal
 
 import regex
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from canary.config.globs import Patterns, Selection
 from canary.config.validation import read_toml, validate
 from canary.errors import ConfigError
 from canary.probing.completion import Message, Mode, ProbeRequest
@@ -320,29 +320,28 @@ def content_version(
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+def select_probes(probes: Sequence[Probe], patterns: Patterns) -> list[Probe]:
+    """The probes whose id or set the globs select (:mod:`canary.config.globs`), in order.
+
+    ``"code-*,!code-sql"`` selects every code set but SQL; a pattern of exclusions alone
+    starts from every probe. A session set is selected whole: when any of its turns is
+    selected, all of them are (a turn means nothing without the turns before it).
+    """
+    selection = Selection.parse(patterns)
+    if selection.everything:
+        return list(probes)
+    chosen = {p.id for p in probes if selection.matches(p.id, p.probe_set)}
+    sessions = {p.probe_set for p in probes if p.turn is not None and p.id in chosen}
+    return [p for p in probes if p.id in chosen or (p.turn is not None and p.probe_set in sessions)]
+
+
 @dataclass(frozen=True)
 class Catalog:
     probes: tuple[Probe, ...]
 
-    def select(self, pattern: str | None) -> list[Probe]:
-        """Probes whose id or set matches a comma-separated glob and no ``!glob`` (all when None).
-
-        ``"code-*,!code-sql"`` selects every code set but SQL; a pattern of exclusions alone
-        starts from every probe. A session set is selected whole: when any of its turns is
-        selected, all of them are (a turn means nothing without the turns before it).
-        """
-        if not pattern:
-            return list(self.probes)
-        globs = [g.strip() for g in pattern.split(",") if g.strip()]
-        include = [g for g in globs if not g.startswith("!")] or ["*"]
-        exclude = [g[1:] for g in globs if g.startswith("!")]
-
-        def matches(p: Probe, patterns: list[str]) -> bool:
-            return any(fnmatchcase(p.id, g) or fnmatchcase(p.probe_set, g) for g in patterns)
-
-        chosen = {p.id for p in self.probes if matches(p, include) and not matches(p, exclude)}
-        sessions = {p.probe_set for p in self.probes if p.turn is not None and p.id in chosen}
-        return [p for p in self.probes if p.id in chosen or (p.turn is not None and p.probe_set in sessions)]
+    def select(self, patterns: Patterns) -> list[Probe]:
+        """The probes ``patterns`` select (all when None); see :func:`select_probes`."""
+        return select_probes(self.probes, patterns)
 
     def by_id(self, probe_id: str) -> Probe:
         for p in self.probes:

@@ -25,7 +25,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from canary.config.loader import Target
 from canary.errors import FailureReason
-from canary.probing.catalog import Probe
+from canary.probing.catalog import Probe, select_probes
 from canary.probing.cells import Cell, CellPool
 from canary.probing.completion import Completion, Mode, ProbeRequest
 from canary.probing.providers import Provider, get_provider
@@ -91,12 +91,24 @@ def request_mode(target: Target) -> Mode:
 
 
 def served_pool(target: Target, completion: Completion) -> str | None:
-    """The serving pool, read from the first configured served-by header present."""
-    for name in target.spec.served_by_headers:
-        value = completion.served_by.get(name.lower())
-        if value is not None:
-            return value
-    return None
+    """The serving pool: the value of the first configured served-by header, None when absent.
+
+    Only the first header names the pool; the others (a replica, a platform) are evidence,
+    stored with the run but never read as a pool, so a response that carries only them has an
+    unknown pool and is not judged by ``routing``.
+    """
+    if not target.spec.served_by_headers:
+        return None
+    return completion.served_by.get(target.spec.served_by_headers[0].lower())
+
+
+def cell_probes(target: Target, probes: Sequence[Probe]) -> list[Probe]:
+    """The probes among ``probes`` that run on ``target``: those its ``probes`` globs select.
+
+    Every pass applies it (``canary run`` and the service's jobs alike), so a cell restricted
+    to some probe sets never runs the others.
+    """
+    return select_probes(probes, target.spec.probes)
 
 
 def session_sets(probes: Sequence[Probe]) -> dict[str, list[Probe]]:
@@ -107,9 +119,21 @@ def session_sets(probes: Sequence[Probe]) -> dict[str, list[Probe]]:
     return sets
 
 
+CellPlan = tuple[list[Probe], dict[str, list[Probe]]]  # a cell's probes, and its session sets by set
+
+
+def cell_plan(target: Target, probes: Sequence[Probe], plans: dict[str, CellPlan]) -> CellPlan:
+    """A cell's probes and session sets, worked out once per distinct ``probes`` key in ``plans``."""
+    key = repr(target.spec.probes)
+    if key not in plans:
+        own = cell_probes(target, probes)
+        plans[key] = (own, session_sets(own))
+    return plans[key]
+
+
 def planned_runs(target: Target, probes: Sequence[Probe]) -> int:
     """How many runs a pass stores for ``target``: each repeat, and each turn of each conversation."""
-    return sum(p.spec.repeat if p.turn is None else target.conversations for p in probes)
+    return sum(p.spec.repeat if p.turn is None else target.conversations for p in cell_probes(target, probes))
 
 
 class PassRunner:
@@ -134,23 +158,24 @@ class PassRunner:
 
     async def run(self, targets: Sequence[Target], probes: Sequence[Probe]) -> PassSummary:
         """1. Record cells and probe versions. 2. Load the cells' reference outputs.
-        3. Probe every (cell, probe) concurrently, bounded per cell; a session set runs as
-           ``target.conversations`` conversations per cell, each one task sending its turns in
-           order. 4. Store in batches."""
+        3. Probe every (cell, probe its ``probes`` key selects) concurrently, bounded per
+           cell; a session set runs as ``target.conversations`` conversations per cell, each one
+           task sending its turns in order. 4. Store in batches."""
         started = time.perf_counter()
         await self._register(targets, probes)
         self.cell_names = {target_id: cell for cell, target_id in self.cell_ids.items()}
         summary = PassSummary(self.pass_id, {t.cell: CellSummary(t.cell) for t in targets})
         send, receive = anyio.create_memory_object_stream[RunResult](max_buffer_size=self.batch_size * 4)
         cells = await self.cells.get_all(targets)
-        conversations = session_sets(probes)
+        plans: dict[str, CellPlan] = {}
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._write, receive, summary)
                 async with send, anyio.create_task_group() as probing:
                     for cell in cells:
                         provider = get_provider(cell.target.spec.provider, cell.client)
-                        for index, probe in enumerate(probes):
+                        own, conversations = cell_plan(cell.target, probes, plans)
+                        for index, probe in enumerate(own):
                             if probe.turn is None:  # session turns run below, as conversations
                                 key = cell.target.session_key(index)
                                 probing.start_soon(self._probe, provider, cell, probe, key, send)
@@ -348,6 +373,8 @@ async def run_pass(
     on_stored: Callable[[int], None] | None = None,
 ) -> PassSummary:
     """Run every probe on every target once (``repeat`` times each) and store the results.
+
+    A target with a ``probes`` key runs only the probes it selects (:func:`cell_probes`).
 
     ``cells`` carries clients and limits across passes (the service keeps one); without it the
     pass opens its own and closes them at the end.

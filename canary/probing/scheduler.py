@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from canary.config.loader import Target
 from canary.probing.catalog import Catalog, Probe
 from canary.probing.cells import CellPool
-from canary.probing.runner import run_pass
+from canary.probing.runner import cell_probes, run_pass
 from canary.service.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def plan_jobs(targets: Sequence[Target], catalog: Catalog, shard: Shard, spec: S
         if not shard.owns(target.cell):
             continue
         by_set: dict[str, list[Probe]] = {}
-        for probe in catalog.select(target.spec.probes):
+        for probe in cell_probes(target, catalog.probes):
             by_set.setdefault(probe.probe_set, []).append(probe)
         for probe_set, probes in sorted(by_set.items()):
             interval = spec.probe_set_intervals.get(probe_set, target.interval_s)

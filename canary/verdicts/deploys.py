@@ -14,13 +14,13 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from fnmatch import fnmatchcase
 from typing import Any
 
 import anyio
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from canary.config.globs import Selection
 from canary.storage.tables import DeployRow
 from canary.verdicts.judgement import DeployState, MetricSamples, Verdict, VerdictPolicy, advance, judge
 
@@ -71,13 +71,19 @@ class CellSelectionError(ValueError):
 
 
 def expand_cells(patterns: Sequence[str], known: Sequence[str], side: str) -> list[str]:
-    """Globs over cell names -> the known cells they match; each pattern must match one."""
-    cells: list[str] = []
-    for pattern in patterns:
-        matched = [c for c in known if fnmatchcase(c, pattern)]
-        if not matched:
-            raise CellSelectionError(f"{side} pattern {pattern!r} matches no configured cell", side)
-        cells.extend(c for c in matched if c not in cells)
+    """Globs over cell names (:mod:`canary.config.globs`, ``!glob`` excludes) -> the known cells.
+
+    A deploy gate must not quietly judge fewer cells than asked for, so every pattern,
+    exclusions too, must match a known cell, and the selection must not end up empty.
+    """
+    selection = Selection.parse(patterns)
+    unmatched = selection.unmatched(known)
+    if unmatched:
+        raise CellSelectionError(f"{side} pattern {unmatched[0]!r} matches no configured cell", side)
+    cells = selection.select(known)
+    if not cells:
+        shown = ",".join(patterns)
+        raise CellSelectionError(f"{side} patterns {shown!r} select no configured cell", side)
     return cells
 
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from canary.probing.runner import run_pass
+from canary.service.api import ApiContext, create_app
+from canary.service.metrics import ServiceMetrics
 from canary.storage.tables import DeployRow
-from canary.verdicts.deploys import active_bursts, create_deploy, evaluate_running, get_deploy
+from canary.verdicts.deploys import active_bursts, create_deploy, evaluate_running, get_deploy, list_deploys
 from canary.verdicts.judgement import VerdictPolicy
 from tests.service.conftest import MakeConfig
 
@@ -83,3 +86,43 @@ async def test_annotations_without_a_baseline_are_never_judged(engine: AsyncEngi
     assert await evaluate_running(engine, POLICY, now + timedelta(hours=1)) == 0
     row = await get_deploy(engine, "lb-1")
     assert row is not None and row.status == "running" and row.details == {}
+
+
+DEPLOY_CELLS = ["m/p/canary", "m/p/base1", "m/p/base2", "m/p/base3"]
+
+
+async def post_deploy(engine: AsyncEngine, canary: list[str], baseline: list[str]) -> httpx.Response:
+    ctx = ApiContext(engine, ServiceMetrics(), DEPLOY_CELLS, POLICY, token="t0ken")
+    transport = httpx.ASGITransport(app=create_app(ctx))
+    async with httpx.AsyncClient(transport=transport, base_url="http://canary") as client:
+        body = {"name": "v2", "canary_cells": canary, "baseline_cells": baseline, "duration_s": 60}
+        return await client.post("/api/deploys", json=body, headers={"Authorization": "Bearer t0ken"})
+
+
+async def test_a_deploy_posted_with_exclusions_registers_the_cells_they_leave(engine: AsyncEngine) -> None:
+    created = await post_deploy(engine, ["m/p/canary"], ["m/p/base*,!m/p/base2"])
+    assert created.status_code == 201, created.text
+    assert created.json()["baseline_cells"] == ["m/p/base1", "m/p/base3"]
+    # Exclusions alone start from every cell; a list means the same as comma-joined text.
+    created = await post_deploy(engine, ["m/p/canary"], ["!m/p/canary", "!m/p/base3"])
+    assert created.status_code == 201, created.text
+    assert created.json()["baseline_cells"] == ["m/p/base1", "m/p/base2"]
+
+
+@pytest.mark.parametrize(
+    ("baseline", "pattern"),
+    [
+        (["m/p/base*", "m/p/nope*"], "m/p/nope*"),
+        (["m/p/base*,!m/p/typo"], "!m/p/typo"),
+        (["m/p/base1,!m/p/base*"], "m/p/base1,!m/p/base*"),
+    ],
+    ids=["unknown-cell", "unknown-exclusion", "selects-nothing"],
+)
+async def test_a_deploy_selection_that_matches_nothing_is_rejected_naming_the_pattern(
+    engine: AsyncEngine, baseline: list[str], pattern: str
+) -> None:
+    response = await post_deploy(engine, ["m/p/canary"], baseline)
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "baseline_cells"] and repr(pattern) in error["msg"]
+    assert await list_deploys(engine) == []
