@@ -2,7 +2,8 @@
 
 :func:`evaluate_alerts` takes the findings of one detection round and, in one transaction, moves
 every open alert through :func:`advance` and writes an ``alert_deliveries`` row per receiver for
-each firing or resolved event. :class:`~canary.alerting.outbox.Dispatcher` (re-exported here) sends them.
+each firing or resolved event; :class:`~canary.alerting.outbox.OutboxDispatcher` sends them.
+The ``[alerts]`` schema is :class:`canary.config.sections.AlertsSpec`.
 
 - ``for_s``: a (cell, metric) must keep having findings this long before it fires (pending first);
 - ``resolve_after_s``: a firing alert resolves after this long without findings, so one clean
@@ -14,94 +15,24 @@ each firing or resolved event. :class:`~canary.alerting.outbox.Dispatcher` (re-e
 from __future__ import annotations
 
 import hashlib
-import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, Literal
 
-import httpx
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from canary.alerting.outbox import DeliveryPolicy
-from canary.alerting.outbox import Dispatcher as OutboxDispatcher
-from canary.alerting.receivers import Receiver, ReceiverSpec, build_receivers
-from canary.config.validation import validate
+from canary.config.sections import AlertsSpec
 from canary.detection.queries import Finding
 from canary.storage.tables import AlertDeliveryRow, AlertRow, TargetRow
 
-__all__ = [
-    "AlertChange",
-    "AlertsSpec",
-    "Dispatcher",
-    "advance",
-    "alerts_spec",
-    "evaluate_alerts",
-]
+__all__ = ["AlertChange", "AlertState", "advance", "evaluate_alerts", "fingerprint"]
 
 ALERTNAME = "CanaryQualityRegression"
 ALERTS: sa.Table = AlertRow.__table__  # type: ignore[assignment]
 State = Literal["pending", "firing", "resolved"]
 Event = Literal["firing", "resolved"]
-
-
-class AlertsSpec(BaseModel):
-    """The ``[alerts]`` section of canary.toml, with its ``[[alerts.receivers]]``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    for_s: float = Field(default=300.0, ge=0)
-    resolve_after_s: float = Field(default=900.0, ge=0)
-    external_url: str = ""  # the canary's own URL, for links in notifications
-    max_age_s: float = Field(default=86400.0, gt=0)  # give up on a delivery this old
-    backoff_initial_s: float = Field(default=10.0, gt=0)
-    backoff_max_s: float = Field(default=900.0, gt=0)
-    lease_s: float = Field(default=120.0, gt=0)  # a claimed delivery is re-sent if not recorded by then
-    batch_size: int = Field(default=50, ge=1, le=1000)
-    poll_s: float = Field(default=5.0, gt=0)
-    receivers: list[ReceiverSpec] = Field(default_factory=list)
-
-    def policy(self) -> DeliveryPolicy:
-        return DeliveryPolicy(
-            self.backoff_initial_s,
-            self.backoff_max_s,
-            self.max_age_s,
-            self.lease_s,
-            self.batch_size,
-            self.poll_s,
-        )
-
-
-def alerts_spec(data: dict[str, Any], path: Path | str) -> AlertsSpec:
-    """Validate the ``[alerts]`` section; errors name the file and ``alerts.<key>``."""
-    return validate(AlertsSpec, data, path, prefix="alerts")
-
-
-class Dispatcher(OutboxDispatcher):
-    """The outbox dispatcher, built from an ``[alerts]`` spec or from receiver instances.
-
-    ``Dispatcher(spec, path=config.path)`` resolves the receivers' ``env:`` secrets now, so an
-    unset variable is a configuration error at start-up, not a failed delivery at 3 a.m.
-    """
-
-    def __init__(
-        self,
-        spec: AlertsSpec | Mapping[str, Receiver],
-        policy: DeliveryPolicy | None = None,
-        *,
-        path: Path | str = "canary.toml",
-        rng: random.Random | None = None,
-        client: httpx.AsyncClient | None = None,
-    ) -> None:
-        if isinstance(spec, AlertsSpec):
-            super().__init__(
-                build_receivers(spec.receivers, path), policy or spec.policy(), rng=rng, client=client
-            )
-        else:
-            super().__init__(spec, policy, rng=rng, client=client)
 
 
 def fingerprint(cell: str, metric: str) -> str:

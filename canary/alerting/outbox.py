@@ -2,7 +2,7 @@
 
 Deliveries are rows of ``alert_deliveries`` committed in the same transaction as the alert change
 that caused them (:func:`canary.alerting.incidents.evaluate_alerts`), so a canary that dies after the commit
-still sends them once it (or any other replica) runs :meth:`Dispatcher.dispatch_once` again.
+still sends them once it (or any other replica) runs :meth:`OutboxDispatcher.dispatch_once` again.
 
 Delivery is at least once. A claim leases a row for ``lease_s`` and no HTTP call is made inside a
 database transaction; a dispatcher killed mid-send leaves the lease to expire and the next one
@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -25,23 +26,14 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import aliased
 
+from canary.alerting.receivers import build_receivers
 from canary.alerting.receivers.base import DeliveryResult, Receiver
+from canary.config.receivers import ResolvedReceiver, resolve_receivers
+from canary.config.sections import AlertsSpec, DeliveryPolicy
 from canary.storage.tables import AlertDeliveryRow as D
 from canary.storage.tables import DeliveryAttemptRow
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DeliveryPolicy:
-    """How hard to try: backoff bounds, the age after which to give up, claim lease and batch size."""
-
-    backoff_initial_s: float = 10.0
-    backoff_max_s: float = 900.0
-    max_age_s: float = 86400.0
-    lease_s: float = 120.0
-    batch_size: int = 50
-    poll_s: float = 5.0
 
 
 def backoff_delay(attempt: int, policy: DeliveryPolicy, rng: random.Random) -> float:
@@ -63,8 +55,12 @@ class Claimed:
     created_at: datetime
 
 
-class Dispatcher:
-    """Sends outbox rows to the configured receivers; safe to run in several processes at once."""
+class OutboxDispatcher:
+    """Sends outbox rows to the configured receivers; safe to run in several processes at once.
+
+    Built from a validated ``[alerts]`` section with :meth:`from_spec`, or from receiver
+    instances and a :class:`~canary.config.sections.DeliveryPolicy` directly.
+    """
 
     def __init__(
         self,
@@ -78,6 +74,26 @@ class Dispatcher:
         self.policy = policy or DeliveryPolicy()
         self.rng = rng or random.Random()
         self.client = client
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: AlertsSpec,
+        path: Path | str = "canary.toml",
+        *,
+        receivers: Sequence[ResolvedReceiver] | None = None,
+        rng: random.Random | None = None,
+        client: httpx.AsyncClient | None = None,
+    ) -> OutboxDispatcher:
+        """The dispatcher of an ``[alerts]`` section, with its delivery policy.
+
+        ``receivers`` are the section's receivers with their secrets resolved at load
+        (:attr:`canary.config.loader.Config.receivers`); without them they are resolved now,
+        and an unset variable is a :class:`~canary.errors.SecretError` naming ``path``.
+        """
+        if receivers is None:
+            receivers = resolve_receivers(spec.receivers, path)
+        return cls(build_receivers(receivers), spec.policy(), rng=rng, client=client)
 
     async def dispatch_once(self, engine: AsyncEngine, now: datetime) -> int:
         """One round; returns how many deliveries were attempted.

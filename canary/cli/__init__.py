@@ -9,10 +9,11 @@ from __future__ import annotations
 import click
 
 from canary import __version__
-from canary.cli.alerts import alerts_group, detect_command
+from canary.cli.alerts import alerts_group
 from canary.cli.dashboards import dashboards_group
 from canary.cli.db import db
 from canary.cli.demo import demo
+from canary.cli.detect import detect_command
 from canary.cli.run import run
 from canary.cli.sampler_check import sampler_check_command
 from canary.cli.service import deploy_group, serve_command, verdict_command

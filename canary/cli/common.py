@@ -13,6 +13,7 @@ from canary.errors import ConfigError
 
 
 def fail_config(exc: ConfigError) -> NoReturn:
+    """Report a configuration error as ``config error: FILE: KEY.PATH: problem``; exit 2, no traceback."""
     click.echo(f"config error: {exc}", err=True)
     sys.exit(2)
 
@@ -34,8 +35,20 @@ data_dir_option = click.option(
 )
 
 
+log_level_option = click.option("--log-level", default="WARNING", show_default=True)
+
+
 def load_or_exit(config_path: Path) -> Config:
+    """The whole configuration, every section validated and every secret resolved, or exit 2."""
     try:
         return load_config(config_path)
     except ConfigError as exc:
         fail_config(exc)
+
+
+def load_logged(config_path: Path, log_level: str) -> Config:
+    """Configure logging at ``log_level``, then :func:`load_or_exit`."""
+    from canary.logs import configure_logging
+
+    configure_logging(log_level)
+    return load_or_exit(config_path)

@@ -51,25 +51,26 @@ def serve_command(
     """
     import anyio
 
+    from canary.config.secrets import reveal
     from canary.errors import ConfigError
     from canary.logs import configure_logging
     from canary.probing.catalog import load_catalog
     from canary.probing.scheduler import Shard
-    from canary.service.app import load_service_spec
     from canary.storage.engine import database
 
     configure_logging(log_level)
+    # Every section, [detection] and [alerts] included, is validated here, before the port is bound.
     config = load_or_exit(config_path)
     try:
         catalog = load_catalog(config.probes_dir)
-        spec, token = load_service_spec(config)
         overrides = {k: v for k, v in {"host": host, "port": port, "shard": shard}.items() if v is not None}
-        spec = spec.model_copy(update=overrides)
+        spec = config.service.model_copy(update=overrides)
         parsed_shard = Shard.parse(spec.shard)
     except ConfigError as exc:
         fail_config(exc)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--shard") from None
+    token = reveal(config.api_token)
     with database(config.database_url, data_dir or config.data_dir) as url:
         anyio.run(_serve, config, catalog, url, spec, token, parsed_shard)
 

@@ -1,13 +1,14 @@
-"""Load and validate ``canary.toml``: targets (cells), database, defaults; resolve ``env:`` secrets.
+"""Load and validate the whole of ``canary.toml`` into a typed :class:`Config`.
 
-A secret is written as ``env:NAME`` wherever a credential goes (``api_key``, header values,
-``database.url``). It is resolved once at start-up into a :class:`Secret`, whose ``repr`` and
-``str`` never show the value, so it cannot leak into logs, error messages or the database.
+:func:`build_config` validates every section (:class:`ConfigFile`: ``[database]``, ``[defaults]``,
+``[[targets]]`` here; ``[detection]``, ``[alerts]`` and ``[service]`` from
+:mod:`canary.config.sections`; receivers from :mod:`canary.config.receivers`) and resolves every
+``env:`` secret (:mod:`canary.config.secrets`) whenever a command loads the file, so any mistake
+is one ``FILE: KEY.PATH: problem`` error at start-up. Nothing downstream re-validates a section.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -15,8 +16,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from canary.config.globs import Patterns, Selection
+from canary.config.receivers import ResolvedReceiver, resolve_receivers
+from canary.config.secrets import Secret, resolve_secret, reveal
+from canary.config.sections import AlertsSpec, DetectionSpec, ScheduleSpec, ServiceSpec, VerdictPolicy
 from canary.config.validation import read_toml, validate
-from canary.errors import ConfigError, SecretError
+from canary.errors import ConfigError
 
 ProviderKind = Literal["openai-chat", "openai-completions", "anthropic", "bedrock", "vertex"]
 # The body shape a cloud platform target speaks; None picks one from model_id (resolved_api_format).
@@ -25,42 +29,6 @@ API_FORMATS: dict[str, tuple[str, ...]] = {
     "bedrock": ("anthropic", "converse"),
     "vertex": ("anthropic", "gemini"),
 }
-ENV_PREFIX = "env:"
-
-
-class Secret:
-    """A credential resolved from the environment; prints as ``***``."""
-
-    __slots__ = ("_value", "source")
-
-    def __init__(self, value: str, source: str) -> None:
-        self._value = value
-        self.source = source
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return f"Secret({self.source})"
-
-    __str__ = __repr__
-
-
-def resolve_secret(value: str, path: Path | str, key: str) -> Secret | str:
-    """``env:NAME`` -> Secret from the environment; any other string is returned as is."""
-    if not value.startswith(ENV_PREFIX):
-        return value
-    name = value[len(ENV_PREFIX) :]
-    if not name:
-        raise SecretError(path, key, "'env:' must be followed by a variable name")
-    resolved = os.environ.get(name)
-    if resolved is None:
-        raise SecretError(path, key, f"environment variable {name} is not set")
-    return Secret(resolved, value)
-
-
-def reveal(value: Secret | str | None) -> str | None:
-    return value.reveal() if isinstance(value, Secret) else value
 
 
 class TargetSpec(BaseModel):
@@ -133,6 +101,8 @@ class TargetSpec(BaseModel):
 
 
 class Defaults(BaseModel):
+    """``[defaults]``: what a ``[[targets]]`` table leaves out."""
+
     model_config = ConfigDict(extra="forbid")
 
     timeout_s: float = Field(default=60.0, gt=0)
@@ -143,6 +113,8 @@ class Defaults(BaseModel):
 
 
 class DatabaseSpec(BaseModel):
+    """``[database]``: an external PostgreSQL, or where the embedded one keeps its data."""
+
     model_config = ConfigDict(extra="forbid")
 
     url: str | None = None
@@ -150,16 +122,17 @@ class DatabaseSpec(BaseModel):
 
 
 class ConfigFile(BaseModel):
+    """The whole file: every section, each with unknown keys forbidden."""
+
     model_config = ConfigDict(extra="forbid")
 
     database: DatabaseSpec = DatabaseSpec()
     defaults: Defaults = Defaults()
     probes_dir: str | None = None
     targets: list[TargetSpec] = Field(default_factory=list)
-    # Sections owned by later subsystems are validated by their own models on use.
-    alerts: dict[str, Any] = {}
-    detection: dict[str, Any] = {}
-    service: dict[str, Any] = {}
+    detection: DetectionSpec = DetectionSpec()
+    alerts: AlertsSpec = AlertsSpec()
+    service: ServiceSpec = ServiceSpec()
 
 
 @dataclass(frozen=True)
@@ -206,13 +179,30 @@ class Target:
 
 @dataclass(frozen=True)
 class Config:
+    """A validated canary.toml: its cells, database, and every subsystem's section, secrets resolved."""
+
     path: str
     targets: tuple[Target, ...]
     defaults: Defaults
     database_url: Secret | str | None
     data_dir: Path | None
     probes_dir: Path | None
-    raw: ConfigFile = field(repr=False)
+    detection: DetectionSpec = field(default_factory=DetectionSpec)
+    # Left out of repr: a receiver URL or API token written without env: is a credential itself.
+    alerts: AlertsSpec = field(default_factory=AlertsSpec, repr=False)
+    receivers: tuple[ResolvedReceiver, ...] = field(default=(), repr=False)  # secrets resolved
+    service: ServiceSpec = field(default_factory=ServiceSpec, repr=False)
+    api_token: Secret | str | None = field(default=None, repr=False)  # ``service.api_token`` resolved
+
+    @property
+    def schedule(self) -> ScheduleSpec:
+        """``[service.schedule]``."""
+        return self.service.schedule
+
+    @property
+    def verdicts(self) -> VerdictPolicy:
+        """``[service.verdict]``: how deploys are judged."""
+        return self.service.verdict
 
     def select(self, patterns: Patterns) -> list[Target]:
         """Cells whose name the globs select (:mod:`canary.config.globs`; all when None)."""
@@ -221,6 +211,12 @@ class Config:
 
 
 def build_config(data: dict[str, Any], path: Path | str) -> Config:
+    """Validate every section and resolve every secret; errors name ``path``, the key and the problem.
+
+    1. Validate the whole file against :class:`ConfigFile` (the first problem is reported).
+    2. Apply ``[defaults]`` to each target, resolve its secrets, reject duplicate cells.
+    3. Resolve ``database.url``, ``service.api_token`` and the receivers' secrets.
+    """
     parsed = validate(ConfigFile, data, path)
     base = Path(path).parent if str(path) else Path.cwd()
     targets: list[Target] = []
@@ -244,6 +240,7 @@ def build_config(data: dict[str, Any], path: Path | str) -> Config:
         seen.add(target.cell)
         targets.append(target)
     db_url = resolve_secret(parsed.database.url, path, "database.url") if parsed.database.url else None
+    token = parsed.service.api_token
     return Config(
         path=str(path),
         targets=tuple(targets),
@@ -251,10 +248,15 @@ def build_config(data: dict[str, Any], path: Path | str) -> Config:
         database_url=db_url,
         data_dir=Path(parsed.database.data_dir).expanduser() if parsed.database.data_dir else None,
         probes_dir=(base / parsed.probes_dir) if parsed.probes_dir else None,
-        raw=parsed,
+        detection=parsed.detection,
+        alerts=parsed.alerts,
+        receivers=resolve_receivers(parsed.alerts.receivers, path),
+        service=parsed.service,
+        api_token=resolve_secret(token, path, "service.api_token") if token else None,
     )
 
 
 def load_config(path: Path | str) -> Config:
+    """Read and build ``path``; TOML syntax errors name the file, line and column."""
     path = Path(path)
     return build_config(read_toml(path), path)

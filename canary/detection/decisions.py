@@ -25,8 +25,8 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from canary.config.sections import DetectionSpec
 from canary.stats import (
     always_valid_p_value,
     benjamini_hochberg,
@@ -39,44 +39,6 @@ from canary.stats import (
 
 Kind = Literal["self", "peer", "invariant"]
 MAX_NULL_RATE = 0.99  # the sequential test needs p0 < 1
-
-
-class DetectionSpec(BaseModel):
-    """The ``[detection]`` section of canary.toml."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    window_s: float = Field(default=3600.0, gt=0)  # recent window tested against the baseline
-    baseline_s: float = Field(default=7 * 86400.0, gt=0)  # own history before the window
-    peer_window_s: float = Field(default=86400.0, gt=0)  # cell vs peers over this long
-    bucket_s: float = Field(default=300.0, gt=0)  # time resolution of the change point
-    min_runs: int = Field(default=30, ge=1)  # in the window (and per side of a peer test)
-    min_baseline_runs: int = Field(default=100, ge=1)
-    false_discovery_rate: float = Field(default=0.01, gt=0, lt=1)  # BH q across all cells and metrics
-    min_effect: float = Field(default=0.005, ge=0, le=1)  # smallest rate increase worth a finding
-    baseline_floor: float = Field(default=0.001, gt=0, lt=0.5)  # a clean history is not a zero rate
-    baseline_confidence: float = Field(default=0.9, gt=0, lt=1)  # p0 = upper bound of this CI
-    metrics: list[str] = Field(default_factory=lambda: ["*"])  # globs over metric names
-    deploy_lookaround_s: float = Field(default=3600.0, ge=0)
-    session_permutations: int = Field(default=999, ge=99)
-    interval_s: float = Field(default=60.0, gt=0)  # `canary detect` without --once
-    # Metrics that never fail on a healthy cell (a run served by the wrong pool): one failure in
-    # the window is a finding, with no baseline, sample-size or effect requirement.
-    invariant_metrics: list[str] = Field(default_factory=lambda: ["routing"])
-
-    @model_validator(mode="after")
-    def _bucket_fits(self) -> DetectionSpec:
-        if self.bucket_s > self.window_s:
-            raise ValueError("'bucket_s' must not exceed 'window_s'")
-        return self
-
-    @property
-    def window_bins(self) -> int:
-        return max(1, math.ceil(self.window_s / self.bucket_s))
-
-    @property
-    def baseline_bins(self) -> int:
-        return max(1, math.ceil(self.baseline_s / self.bucket_s))
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from canary.detection.decisions import (
     snippet,
 )
 from canary.stats import session_clustering
+from canary.storage.counts import AgeBuckets, score_counts
 from canary.storage.tables import DeployRow, FindingRow, RunRow, ScoreRow, TargetRow
 
 __all__ = ["DetectionSpec", "Finding", "detect", "detection_spec"]
@@ -89,19 +90,11 @@ async def _targets(conn: AsyncConnection) -> dict[int, tuple[str, str]]:
 
 async def _bins(conn: AsyncConnection, now: datetime, bins: int, bucket_s: float) -> list[_Stream]:
     """Failure and run counts per (cell, metric) in ``bins`` bins of ``bucket_s`` ending at ``now``."""
-    age = sa.func.floor(sa.extract("epoch", sa.literal(now) - ScoreRow.created_at) / bucket_s).cast(
-        sa.Integer
-    )
-    q = (
-        sa.select(
-            ScoreRow.target_id,
-            ScoreRow.metric,
-            age.label("age"),
-            sa.func.count(),
-            sa.func.count().filter(sa.not_(ScoreRow.passed)),
-        )
-        .where(ScoreRow.created_at > now - timedelta(seconds=bins * bucket_s), ScoreRow.created_at <= now)
-        .group_by(ScoreRow.target_id, ScoreRow.metric, sa.text("age"))
+    q = score_counts(
+        since=now - timedelta(seconds=bins * bucket_s),
+        until=now,
+        closed="right",
+        buckets=AgeBuckets(now, bucket_s),
     )
     streams: dict[tuple[int, str], _Stream] = {}
     for tid, metric, a, n, f in (await conn.execute(q)).all():
@@ -119,17 +112,7 @@ async def _bins(conn: AsyncConnection, now: datetime, bins: int, bucket_s: float
 async def _per_probe(
     conn: AsyncConnection, since: datetime, now: datetime
 ) -> dict[tuple[int, str], dict[int, Counts]]:
-    q = (
-        sa.select(
-            ScoreRow.target_id,
-            ScoreRow.metric,
-            ScoreRow.probe_pk,
-            sa.func.count(),
-            sa.func.count().filter(sa.not_(ScoreRow.passed)),
-        )
-        .where(ScoreRow.created_at > since, ScoreRow.created_at <= now)
-        .group_by(ScoreRow.target_id, ScoreRow.metric, ScoreRow.probe_pk)
-    )
+    q = score_counts(since=since, until=now, closed="right", by_probe=True)
     out: dict[tuple[int, str], dict[int, Counts]] = defaultdict(dict)
     for tid, metric, probe_pk, n, f in (await conn.execute(q)).all():
         out[(tid, metric)][probe_pk] = Counts(f, n)
@@ -198,17 +181,15 @@ async def _sessions(
     spec: DetectionSpec,
     rng: np.random.Generator,
 ) -> tuple[dict[str, Any], str | None]:
-    """Per-session breakdown and clustering test; sticky misrouting shows as clustered failures."""
-    q = (
-        sa.select(RunRow.session_key, sa.func.count(), sa.func.count().filter(sa.not_(ScoreRow.passed)))
-        .join(RunRow, RunRow.id == ScoreRow.run_id)
-        .where(
-            ScoreRow.target_id == c.target_id, ScoreRow.metric == c.metric, RunRow.session_key.is_not(None)
-        )
-        .where(ScoreRow.created_at > since, ScoreRow.created_at <= now)
-        .group_by(RunRow.session_key)
+    """Per-session breakdown and clustering test; sticky misrouting shows as clustered failures.
+
+    Runs without a session key (the ``NULL`` group) are left out: they belong to no session.
+    """
+    q = score_counts(
+        since=since, until=now, closed="right", target_ids=[c.target_id], metrics=[c.metric], by_session=True
     )
-    by_session = {str(key): (int(f), int(n)) for key, n, f in (await conn.execute(q)).all()}
+    rows = (await conn.execute(q)).all()
+    by_session = {str(key): (int(f), int(n)) for _, _, key, n, f in rows if key is not None}
     if len(by_session) < 2:
         return {}, None
     result = session_clustering(by_session, rng, permutations=spec.session_permutations)

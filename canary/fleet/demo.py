@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from canary.config.loader import Target, build_config
-from canary.detection.decisions import DetectionSpec
+from canary.config.sections import DetectionSpec
 from canary.detection.queries import Finding, detect
 from canary.probing.catalog import Probe, load_catalog
 from canary.probing.runner import PassSummary, run_pass

@@ -25,28 +25,16 @@ import anyio
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, EVENT_JOB_SUBMITTED, JobEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from canary.config.loader import Target
+from canary.config.sections import ScheduleSpec
 from canary.probing.catalog import Catalog, Probe
 from canary.probing.cells import CellPool
 from canary.probing.runner import cell_probes, run_pass
 from canary.service.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
-
-
-class ScheduleSpec(BaseModel):
-    """``[service]`` keys that shape the schedule."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    misfire_grace_s: float = Field(default=60.0, gt=0)
-    pass_timeout_s: float | None = Field(default=None, gt=0)  # default: the job's interval
-    burst_interval_s: float = Field(default=30.0, gt=0)
-    start_spread_s: float = Field(default=30.0, ge=0)  # first runs spread over this long
-    probe_set_intervals: dict[str, float] = {}  # probe set -> interval_s overriding the cell's
 
 
 @dataclass(frozen=True)

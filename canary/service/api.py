@@ -25,7 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from canary import __version__
 from canary.service.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from canary.service.status_page import install_status_page
-from canary.storage.tables import AlertDeliveryRow, AlertRow, FindingRow
+from canary.storage.counts import score_counts
+from canary.storage.tables import AlertDeliveryRow, AlertRow, FindingRow, TargetRow
 from canary.verdicts.deploys import (
     CellSelectionError,
     create_deploy,
@@ -117,17 +118,18 @@ def create_app(ctx: ApiContext) -> FastAPI:
     ) -> list[dict[str, Any]]:
         """Pass rates per cell and metric over the last ``window_s`` seconds."""
         since = ctx.clock() - timedelta(seconds=window_s)
+        counts = score_counts(
+            since=since,
+            cells=None if cell is None else [cell],
+            metrics=None if metric is None else [metric],
+        ).subquery()
         query = (
-            "SELECT t.cell, s.metric, count(*) AS n, count(*) FILTER (WHERE NOT s.passed) AS failures"
-            " FROM scores s JOIN targets t ON t.id = s.target_id WHERE s.created_at >= :since"
-            " AND (CAST(:cell AS text) IS NULL OR t.cell = :cell)"
-            " AND (CAST(:metric AS text) IS NULL OR s.metric = :metric)"
-            " GROUP BY t.cell, s.metric ORDER BY t.cell, s.metric"
+            sa.select(TargetRow.cell, counts.c.metric, counts.c.n, counts.c.failures)
+            .join_from(counts, TargetRow, TargetRow.id == counts.c.target_id)
+            .order_by(TargetRow.cell, counts.c.metric)
         )
         async with ctx.engine.connect() as conn:
-            rows = (
-                await conn.execute(sa.text(query), {"since": since, "cell": cell, "metric": metric})
-            ).all()
+            rows = (await conn.execute(query)).all()
         return [
             {"cell": c, "metric": m, "n": n, "failures": f, "pass_rate": (n - f) / n if n else None}
             for c, m, n, f in rows

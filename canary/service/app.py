@@ -21,53 +21,24 @@ import anyio
 import sqlalchemy as sa
 import uvicorn
 from anyio.abc import TaskStatus
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from canary.config.loader import Config, resolve_secret, reveal
-from canary.config.validation import validate
+from canary.config.loader import Config
+from canary.config.sections import ServiceSpec
 from canary.probing.catalog import Catalog
 from canary.probing.cells import CellPool
-from canary.probing.scheduler import ProbeScheduler, ScheduleSpec, Shard, plan_jobs
+from canary.probing.scheduler import ProbeScheduler, Shard, plan_jobs
 from canary.service.api import ApiContext, create_app
 from canary.service.metrics import ServiceMetrics
 from canary.storage.engine import async_engine
 from canary.storage.rollups import ROLLUP_INTERVAL_S, RollupRefresher
 from canary.storage.tables import AlertRow
 from canary.verdicts.deploys import active_bursts, evaluate_running, running_deploys
-from canary.verdicts.judgement import VerdictPolicy
 
 log = logging.getLogger(__name__)
 
 LOCK_KEY = 0x63616E617279  # "canary": one advisory lock for all singleton duties
-
-
-class ServiceSpec(BaseModel):
-    """The ``[service]`` table of canary.toml."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)
-    api_token: str | None = None  # "env:NAME"; without it every write endpoint answers 403
-    shard: str = "0/1"
-    shutdown_grace_s: float = Field(default=10.0, ge=0)
-    lock_retry_s: float = Field(default=5.0, gt=0)
-    refresh_s: float = Field(default=5.0, gt=0)  # deploy bursts and database gauges
-    verdict_interval_s: float = Field(default=30.0, gt=0)
-    db_pool_size: int = Field(default=10, ge=1, le=200)
-    schedule: ScheduleSpec = ScheduleSpec()
-    verdict: VerdictPolicy = VerdictPolicy()
-
-
-def load_service_spec(config: Config) -> tuple[ServiceSpec, str | None]:
-    """The validated ``[service]`` table and the revealed API token (never logged)."""
-    spec = validate(ServiceSpec, config.raw.service, config.path, prefix="service")
-    token = (
-        reveal(resolve_secret(spec.api_token, config.path, "service.api_token")) if spec.api_token else None
-    )
-    return spec, token
 
 
 @dataclass(frozen=True)
@@ -343,33 +314,31 @@ class Service:
 
 
 def detection_duties(config: Config) -> Callable[[AsyncEngine], list[Duty]]:
-    """Detection -> alert evaluation every ``detection.interval_s``, and the alert dispatcher.
+    """A detection round every ``detection.interval_s``, and the alert dispatcher between rounds.
 
     Nothing is imported until the returned factory runs (on first leadership, in a worker
     thread), so detection's heavy imports never delay start-up; a checkout without detection
-    or alerts runs with verdicts only. A bad ``[detection]`` or ``[alerts]`` table raises then.
+    or alerts runs with verdicts only. ``[detection]`` and ``[alerts]`` were validated, and the
+    receivers' secrets resolved, when the configuration loaded, so a bad table never gets here.
     """
 
     def duties(engine: AsyncEngine) -> list[Duty]:
         try:
-            from canary.alerting.incidents import Dispatcher, alerts_spec, evaluate_alerts
-            from canary.detection.queries import detect, detection_spec
+            from canary.alerting.outbox import OutboxDispatcher
+            from canary.alerting.round import detection_round
         except ImportError as exc:  # pragma: no cover - depends on the checkout
             log.warning("detection and alerts are not available: %s", exc)
             return []
-        dspec = detection_spec(config.raw.detection, config.path)
-        aspec = alerts_spec(config.raw.alerts, config.path)
+        dispatcher = OutboxDispatcher.from_spec(config.alerts, config.path, receivers=config.receivers)
 
         async def detection(now: datetime) -> None:
-            findings = await detect(engine, dspec, now)
-            await evaluate_alerts(engine, findings, aspec, now)
-
-        dispatcher = Dispatcher(aspec, path=config.path)
+            await detection_round(engine, config.detection, config.alerts, dispatcher, now)
 
         async def dispatch(now: datetime) -> None:
-            # Runs until leadership ends (the duty's task is cancelled then); restarted if it raises.
+            # Retries between rounds. Runs until leadership ends (the duty's task is cancelled
+            # then); restarted if it raises.
             await dispatcher.run(engine, anyio.Event())
 
-        return [Duty("detection", dspec.interval_s, detection), Duty("dispatch", 1.0, dispatch)]
+        return [Duty("detection", config.detection.interval_s, detection), Duty("dispatch", 1.0, dispatch)]
 
     return duties

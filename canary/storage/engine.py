@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic.config import Config as AlembicConfig
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from canary.config.loader import Secret, reveal
+from canary.config.secrets import Secret, reveal
 from canary.resources import shipped
 
 log = logging.getLogger(__name__)

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from canary.config.globs import Selection
+from canary.storage.counts import run_counts, score_counts
 from canary.storage.tables import DeployRow
 from canary.verdicts.judgement import DeployState, MetricSamples, Verdict, VerdictPolicy, advance, judge
 
@@ -157,26 +158,13 @@ async def collect_samples(
     latency: dict[str, tuple[float, ...]] = {}
     for side, cells in (("canary", canary), ("baseline", baseline)):
         window = {"cells": list(cells), "start": start, "end": end}
-        scores = await conn.execute(
-            sa.text(
-                "SELECT s.metric, count(*) FILTER (WHERE NOT s.passed), count(*) FROM scores s"
-                " JOIN targets t ON t.id = s.target_id WHERE t.cell = ANY(:cells)"
-                " AND s.created_at >= :start AND s.created_at < :end GROUP BY s.metric"
-            ),
-            window,
-        )
-        counts = {metric: (int(f), int(n)) for metric, f, n in scores.all()}
-        runs = await conn.execute(
-            sa.text(
-                "SELECT count(*) FILTER (WHERE r.status = 'error'), count(*) FROM runs r"
-                " JOIN targets t ON t.id = r.target_id WHERE t.cell = ANY(:cells)"
-                " AND r.started_at >= :start AND r.started_at < :end"
-                " AND r.reason IS DISTINCT FROM 'cancelled'"
-            ),
-            window,
-        )
-        errors, total = runs.one()
-        counts[REQUEST_ERRORS] = (int(errors), int(total))
+        counts: dict[str, tuple[int, int]] = {}  # metric -> (failures, n), summed over the side's cells
+        scores = await conn.execute(score_counts(cells=list(cells), since=start, until=end))
+        for _, metric, n, f in scores.all():
+            failures, total = counts.get(metric, (0, 0))
+            counts[metric] = (failures + int(f), total + int(n))
+        runs = (await conn.execute(run_counts(cells=list(cells), since=start, until=end))).all()
+        counts[REQUEST_ERRORS] = (sum(int(errors) for _, _, errors in runs), sum(int(n) for _, n, _ in runs))
         values = await conn.execute(
             sa.text(
                 "SELECT r.latency_ms FROM runs r JOIN targets t ON t.id = r.target_id"

@@ -2,7 +2,7 @@
 
 A deploy's verdict is PASS, FAIL or INCONCLUSIVE, and INCONCLUSIVE means "a human decides", never
 "pass". :func:`judge` takes per-metric failure counts (and continuous values such as latency) for
-both sides and applies a :class:`VerdictPolicy`:
+both sides and applies a :class:`~canary.config.sections.VerdictPolicy` (``[service.verdict]``):
 
 1. Each metric is tested on its own: an exact test for failure rates (Boschloo, else Fisher; one
    sided: "does the canary fail more often?"), Mann-Whitney U for continuous values.
@@ -25,27 +25,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+
+from canary.config.sections import VerdictPolicy
 
 Outcome = Literal["PASS", "FAIL", "INCONCLUSIVE"]
 EXIT_CODES: dict[str, int] = {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 2}
-CRITICAL_DEFAULT = ("unexpected_script", "code_syntax", "argmax_conformance")
-
-
-class VerdictPolicy(BaseModel):
-    """``[service.verdict]``: how a deploy is judged."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    alpha: float = Field(default=0.05, gt=0, lt=1)
-    min_samples: int = Field(default=30, ge=1)
-    min_effect: float = Field(default=0.0, ge=0, le=1)  # rate increase that counts as harm
-    min_relative_shift: float = Field(default=0.2, ge=0)  # continuous: shift / baseline median
-    critical_metrics: tuple[str, ...] = CRITICAL_DEFAULT
-    muted_metrics: tuple[str, ...] = ("latency_ms",)
-    tolerated_failures: int = Field(default=0, ge=0)
-    consecutive_failures: int = Field(default=3, ge=1)
-    default_duration_s: float = Field(default=900.0, gt=0)
 
 
 @dataclass(frozen=True)

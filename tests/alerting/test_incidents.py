@@ -16,10 +16,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from canary.alerting.incidents import AlertsSpec, AlertState, advance, evaluate_alerts, fingerprint
-from canary.alerting.outbox import DeliveryPolicy, Dispatcher, backoff_delay
-from canary.alerting.receivers import build_receivers
+from canary.alerting.incidents import AlertState, advance, evaluate_alerts, fingerprint
+from canary.alerting.outbox import OutboxDispatcher, backoff_delay
 from canary.alerting.receivers.webhook import SIGNATURE_HEADER, sign
+from canary.config.sections import AlertsSpec, DeliveryPolicy
 from canary.storage.engine import async_engine
 from canary.storage.tables import AlertDeliveryRow, AlertRow, DeliveryAttemptRow
 from tests.alerting.kit import NOW, make_finding, running_sink
@@ -41,8 +41,8 @@ def hook_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CANARY_TEST_HOOK_SECRET", SECRET)
 
 
-def make_dispatcher(spec: AlertsSpec, seed: int = 0) -> Dispatcher:
-    return Dispatcher(build_receivers(spec.receivers, "canary.toml"), spec.policy(), rng=random.Random(seed))
+def make_dispatcher(spec: AlertsSpec, seed: int = 0) -> OutboxDispatcher:
+    return OutboxDispatcher.from_spec(spec, "canary.toml", rng=random.Random(seed))
 
 
 async def deliveries(engine: AsyncEngine) -> list[tuple[str, str, int]]:
@@ -167,14 +167,13 @@ async def test_a_404_stops_retries_and_an_old_delivery_is_given_up(engine: Async
 
 
 def child_script(db_url: str, spec: AlertsSpec, tid: int, dispatch: bool) -> str:
-    action = (
-        "await Dispatcher(build_receivers(spec.receivers, 'x'), spec.policy()).dispatch_once(engine, NOW)"
-    )
+    action = "await OutboxDispatcher.from_spec(spec, 'x').dispatch_once(engine, NOW)"
     return f"""
 import os, anyio
-from canary.alerting.incidents import AlertsSpec, Dispatcher, evaluate_alerts
+from canary.alerting.incidents import evaluate_alerts
+from canary.alerting.outbox import OutboxDispatcher
+from canary.config.sections import AlertsSpec
 from canary.storage.engine import async_engine
-from canary.alerting.receivers import build_receivers
 from tests.alerting.kit import NOW, make_finding
 async def main():
     engine = async_engine({db_url!r})

@@ -22,10 +22,10 @@ from pngread import coloured_boxes, hex_rgb, read_png
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from canary.config.sections import VerdictPolicy
 from canary.service.api import ApiContext, create_app
 from canary.service.metrics import ServiceMetrics
 from canary.service.status_page import STATUS_COLOURS, install_status_page
-from canary.verdicts.judgement import VerdictPolicy
 from tests.loopback import serve_in_thread
 
 pytestmark = pytest.mark.anyio

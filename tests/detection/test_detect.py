@@ -9,16 +9,17 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from canary.config.loader import build_config
+from canary.config.sections import DetectionSpec
 from canary.detection.decisions import (
     Counts,
-    DetectionSpec,
     change_bin,
     format_message,
     peer_candidate,
     select,
     self_candidate,
 )
-from canary.detection.queries import Finding, detect, detection_spec
+from canary.detection.queries import Finding, detect
 from canary.errors import ConfigError
 from canary.storage.tables import DeployRow, FindingRow
 from tests.seeding import add_cells, add_passes, add_probes
@@ -129,9 +130,9 @@ def test_the_message_line_says_value_baseline_statistic_counts_mde_and_snippet()
 
 def test_detection_config_errors_name_the_key() -> None:
     with pytest.raises(ConfigError, match=r"canary.toml: detection.window_s: "):
-        detection_spec({"window_s": -1}, "canary.toml")
+        build_config({"detection": {"window_s": -1}}, "canary.toml")
     with pytest.raises(ConfigError, match=r"detection.bogus: unknown key"):
-        detection_spec({"bogus": 1}, "canary.toml")
+        build_config({"detection": {"bogus": 1}}, "canary.toml")
 
 
 # --- against a real database -----------------------------------------------------------------

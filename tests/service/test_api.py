@@ -11,13 +11,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from canary.alerting.incidents import AlertsSpec, evaluate_alerts
+from canary.alerting.incidents import evaluate_alerts
+from canary.config.sections import AlertsSpec, VerdictPolicy
 from canary.probing.runner import run_pass
 from canary.service.api import ApiContext, create_app
 from canary.service.metrics import ServiceMetrics
 from canary.storage.tables import AlertDeliveryRow, FindingRow
 from canary.verdicts.deploys import evaluate_running
-from canary.verdicts.judgement import VerdictPolicy
 from tests.alerting.kit import NOW, make_finding
 from tests.seeding import add_cells
 from tests.service.conftest import MakeConfig

@@ -22,11 +22,11 @@ from schemathesis.checks import positive_data_acceptance
 from schemathesis.generation.case import Case
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from canary.config.sections import VerdictPolicy
 from canary.service.api import ApiContext, create_app
 from canary.service.metrics import ServiceMetrics
 from canary.storage.engine import async_engine
 from canary.verdicts.deploys import create_deploy
-from canary.verdicts.judgement import VerdictPolicy
 from tests.conftest import create_test_database, drop_database
 from tests.loopback import serve_in_thread
 from tests.seeding import add_cells

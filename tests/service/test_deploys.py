@@ -10,12 +10,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from canary.config.sections import VerdictPolicy
 from canary.probing.runner import run_pass
 from canary.service.api import ApiContext, create_app
 from canary.service.metrics import ServiceMetrics
 from canary.storage.tables import DeployRow
 from canary.verdicts.deploys import active_bursts, create_deploy, evaluate_running, get_deploy, list_deploys
-from canary.verdicts.judgement import VerdictPolicy
 from tests.service.conftest import MakeConfig
 
 pytestmark = pytest.mark.anyio

@@ -8,8 +8,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from canary.config.sections import ScheduleSpec
 from canary.probing.cells import CellPool
-from canary.probing.scheduler import ProbeScheduler, ScheduleSpec, Shard, plan_jobs
+from canary.probing.scheduler import ProbeScheduler, Shard, plan_jobs
 from canary.service.metrics import ServiceMetrics
 from tests.service.conftest import MakeConfig, Upstream, count_runs, eventually
 

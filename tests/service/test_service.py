@@ -13,11 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from canary.cli import main
 from canary.config.loader import Config
+from canary.config.secrets import reveal
+from canary.config.sections import VerdictPolicy
 from canary.probing.catalog import Catalog
 from canary.probing.scheduler import Shard
-from canary.service.app import LOCK_KEY, Duty, Service, load_service_spec
+from canary.service.app import LOCK_KEY, Duty, Service
 from canary.verdicts.deploys import evaluate_running
-from canary.verdicts.judgement import VerdictPolicy
 from tests.service.conftest import MakeConfig, Upstream, count_runs, eventually
 
 pytestmark = pytest.mark.anyio
@@ -39,13 +40,12 @@ def replica(config: Config, catalog: Catalog, url: str, shard: Shard, ran: list[
     async def mark(now: datetime) -> None:
         ran.append(name)
 
-    spec, token = load_service_spec(config)
     return Service(
         config,
         catalog,
         url,
-        spec,
-        token=token,
+        config.service,
+        token=reveal(config.api_token),
         shard=shard,
         extra_duties=lambda _: [Duty("mark", 0.02, mark)],
     )
@@ -134,8 +134,7 @@ async def test_stopping_a_replica_stores_in_flight_requests_as_cancelled(
     config, catalog = make_config(
         {"stuck": "hang"}, service=FAST.replace("shutdown_grace_s = 5", "shutdown_grace_s = 0")
     )
-    spec, _ = load_service_spec(config)
-    service = Service(config, catalog, db_url, spec)
+    service = Service(config, catalog, db_url, config.service)
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(service.run)
@@ -159,8 +158,7 @@ async def test_the_cli_registers_a_deploy_and_gates_on_its_verdict(
         service='api_token = "env:CANARY_TEST_API_TOKEN"\n' + service_toml,
         repeat=10,
     )
-    spec, token = load_service_spec(config)
-    service = Service(config, catalog, db_url, spec, token=token)
+    service = Service(config, catalog, db_url, config.service, token=reveal(config.api_token))
     runner = CliRunner()
 
     def cli(*args: str) -> tuple[int, str]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from canary.verdicts.judgement import MetricSamples, VerdictPolicy, advance, judge
+from canary.config.sections import VerdictPolicy
+from canary.verdicts.judgement import MetricSamples, advance, judge
 
 POLICY = VerdictPolicy()
 

@@ -1,20 +1,20 @@
-"""Alert receivers, one module per kind; :func:`build_receivers` turns config into instances.
+"""Alert receivers, one module per kind; :func:`build_receivers` turns resolved config into instances.
 
-Public surface: :class:`Receiver`, :class:`DeliveryResult`, :class:`ReceiverSpec`,
-:class:`WebhookReceiver`, :class:`SlackReceiver`, :class:`PagerDutyReceiver`, :func:`build_receivers`.
+Public surface: :class:`Receiver`, :class:`DeliveryResult`, :class:`WebhookReceiver`,
+:class:`SlackReceiver`, :class:`PagerDutyReceiver`, :func:`build_receivers`. The receivers'
+schema is :class:`canary.config.receivers.ReceiverSpec`; their ``env:`` secrets are resolved when
+the configuration loads (:func:`canary.config.receivers.resolve_receivers`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
-from canary.alerting.receivers.base import DeliveryResult, Receiver, ReceiverSpec
+from canary.alerting.receivers.base import DeliveryResult, Receiver
 from canary.alerting.receivers.pagerduty import EVENTS_URL, PagerDutyReceiver
 from canary.alerting.receivers.slack import SlackReceiver
 from canary.alerting.receivers.webhook import WebhookReceiver
-from canary.config.loader import Secret, resolve_secret
-from canary.errors import ConfigError
+from canary.config.receivers import ResolvedReceiver
 
 KINDS: dict[str, type[Receiver]] = {
     "webhook": WebhookReceiver,
@@ -26,25 +26,15 @@ __all__ = [
     "DeliveryResult",
     "PagerDutyReceiver",
     "Receiver",
-    "ReceiverSpec",
     "SlackReceiver",
     "WebhookReceiver",
     "build_receivers",
 ]
 
 
-def build_receivers(specs: Sequence[ReceiverSpec], path: Path | str) -> dict[str, Receiver]:
-    """Instances by name, with ``env:NAME`` URLs and keys resolved (unset variables are config errors)."""
-    out: dict[str, Receiver] = {}
-    for i, spec in enumerate(specs):
-        key = f"alerts.receivers[{i}]"
-        if spec.name in out:
-            raise ConfigError(path, f"{key}.name", f"duplicate receiver name '{spec.name}'")
-        url = resolve_secret(spec.url, path, f"{key}.url") if spec.url else EVENTS_URL
-        secret: Secret | str | None
-        if spec.kind == "pagerduty":
-            secret = resolve_secret(spec.routing_key or "", path, f"{key}.routing_key")
-        else:
-            secret = resolve_secret(spec.secret, path, f"{key}.secret") if spec.secret else None
-        out[spec.name] = KINDS[spec.kind](spec, url, secret)
-    return out
+def build_receivers(resolved: Sequence[ResolvedReceiver]) -> dict[str, Receiver]:
+    """Receiver instances by name (a receiver without a URL posts to its kind's default endpoint)."""
+    return {
+        r.name: KINDS[r.spec.kind](r.spec, r.url if r.url is not None else EVENTS_URL, r.secret)
+        for r in resolved
+    }

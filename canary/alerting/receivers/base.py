@@ -20,41 +20,15 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from canary.config.loader import Secret, reveal
+from canary.config.receivers import ReceiverSpec
+from canary.config.secrets import Secret, reveal
 from canary.errors import DeliveryError
 
 RETRYABLE_STATUS = frozenset({408, 425, 429})
-ReceiverKind = Literal["webhook", "slack", "pagerduty"]
-
-
-class ReceiverSpec(BaseModel):
-    """One ``[[alerts.receivers]]`` table."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1)
-    kind: ReceiverKind
-    url: str | None = None  # webhook and Slack (usually ``env:NAME``); PagerDuty's Events API by default
-    secret: str | None = None  # webhook: HMAC-SHA256 key for ``X-Canary-Signature``
-    routing_key: str | None = None  # PagerDuty integration key
-    severity: Literal["critical", "error", "warning", "info"] = "critical"
-    send_resolved: bool = True
-    timeout_s: float = Field(default=10.0, gt=0)
-
-    @model_validator(mode="after")
-    def _kind_needs(self) -> ReceiverSpec:
-        if self.kind in ("webhook", "slack") and not self.url:
-            raise ValueError(f"receiver kind '{self.kind}' needs 'url'")
-        if self.kind == "pagerduty" and not self.routing_key:
-            raise ValueError("receiver kind 'pagerduty' needs 'routing_key'")
-        if self.secret and self.kind != "webhook":
-            raise ValueError("'secret' (HMAC signing) applies only to kind 'webhook'")
-        return self
 
 
 @dataclass(frozen=True)

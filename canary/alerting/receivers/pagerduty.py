@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from canary.alerting.receivers.base import Receiver
-from canary.config.loader import reveal
+from canary.config.secrets import reveal
 
 EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 MAX_SUMMARY = 1024  # the Events API rejects longer summaries

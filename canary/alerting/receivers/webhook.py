@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from canary.alerting.receivers.base import Receiver
-from canary.config.loader import reveal
+from canary.config.secrets import reveal
 
 SIGNATURE_HEADER = "X-Canary-Signature"
 ZERO_TIME = "0001-01-01T00:00:00Z"  # Alertmanager's "not ended" endsAt

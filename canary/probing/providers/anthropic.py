@@ -6,7 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from canary.config.loader import Target, reveal
+from canary.config.loader import Target
+from canary.config.secrets import reveal
 from canary.errors import FailureReason
 from canary.probing.completion import Completion, ProbeRequest
 from canary.probing.providers.base import Provider

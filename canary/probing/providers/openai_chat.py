@@ -9,7 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from canary.config.loader import Target, reveal
+from canary.config.loader import Target
+from canary.config.secrets import reveal
 from canary.probing.completion import Completion, ProbeRequest, TokenLogprob
 from canary.probing.providers.base import Provider
 

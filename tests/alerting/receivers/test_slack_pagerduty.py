@@ -7,8 +7,9 @@ import json
 import httpx
 import pytest
 
-from canary.alerting.incidents import alerts_spec
-from canary.alerting.receivers import PagerDutyReceiver, ReceiverSpec, SlackReceiver
+from canary.alerting.receivers import PagerDutyReceiver, SlackReceiver
+from canary.config.loader import build_config
+from canary.config.receivers import ReceiverSpec
 from canary.errors import ConfigError
 from tests.alerting.kit import running_sink
 
@@ -63,8 +64,10 @@ async def test_pagerduty_triggers_and_resolves_by_fingerprint_with_the_routing_k
 
 def test_receiver_config_errors_name_the_key() -> None:
     with pytest.raises(ConfigError, match=r"alerts.receivers\[0\]: .*needs 'routing_key'"):
-        alerts_spec({"receivers": [{"name": "pd", "kind": "pagerduty"}]}, "canary.toml")
+        build_config({"alerts": {"receivers": [{"name": "pd", "kind": "pagerduty"}]}}, "canary.toml")
     with pytest.raises(ConfigError, match=r"alerts.receivers\[0\].kind: "):
-        alerts_spec({"receivers": [{"name": "x", "kind": "email", "url": "http://x"}]}, "canary.toml")
+        build_config(
+            {"alerts": {"receivers": [{"name": "x", "kind": "email", "url": "http://x"}]}}, "canary.toml"
+        )
     with pytest.raises(ConfigError, match=r"alerts.for_s: "):
-        alerts_spec({"for_s": -1}, "canary.toml")
+        build_config({"alerts": {"for_s": -1}}, "canary.toml")

@@ -9,8 +9,9 @@ import json
 import httpx
 import pytest
 
-from canary.alerting.receivers import ReceiverSpec, WebhookReceiver, build_receivers
+from canary.alerting.receivers import WebhookReceiver, build_receivers
 from canary.alerting.receivers.webhook import SIGNATURE_HEADER
+from canary.config.receivers import ReceiverSpec, resolve_receivers
 from tests.alerting.kit import running_sink
 
 pytestmark = pytest.mark.anyio
@@ -87,8 +88,8 @@ def test_secrets_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(
         SecretError, match=r"alerts.receivers\[0\].url: environment variable CANARY_TEST_HOOK_URL"
     ):
-        build_receivers([spec], "canary.toml")
+        resolve_receivers([spec], "canary.toml")
     monkeypatch.setenv("CANARY_TEST_HOOK_URL", "http://127.0.0.1:9/x")
     monkeypatch.setenv("CANARY_TEST_HOOK_KEY", "k")
-    (built,) = build_receivers([spec], "canary.toml").values()
+    (built,) = build_receivers(resolve_receivers([spec], "canary.toml")).values()
     assert "127.0.0.1" not in repr(built)

@@ -1,0 +1,160 @@
+"""The schemas of canary.toml's subsystem sections: ``[detection]``, ``[alerts]``, ``[service]``.
+
+Every model forbids unknown keys, and :func:`canary.config.loader.build_config` validates all of
+them whenever a command loads the file, so a typo stops ``canary serve`` before it binds its
+port instead of when it first leads. The subsystems take these validated models as arguments:
+
+- ``[detection]`` -> :class:`DetectionSpec` (:mod:`canary.detection`);
+- ``[alerts]`` -> :class:`AlertsSpec` with its ``[[alerts.receivers]]``
+  (:class:`~canary.config.receivers.ReceiverSpec`) and the outbox's :class:`DeliveryPolicy`;
+- ``[service]`` -> :class:`ServiceSpec`, with ``[service.schedule]`` (:class:`ScheduleSpec`) and
+  ``[service.verdict]`` (:class:`VerdictPolicy`, the deploy judgement of :mod:`canary.verdicts`).
+
+Pure: pydantic only, no I/O, so the pure halves of detection and verdicts may import it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from canary.config.receivers import ReceiverSpec
+
+CRITICAL_DEFAULT = ("unexpected_script", "code_syntax", "argmax_conformance")
+
+
+class DetectionSpec(BaseModel):
+    """The ``[detection]`` section of canary.toml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    window_s: float = Field(default=3600.0, gt=0)  # recent window tested against the baseline
+    baseline_s: float = Field(default=7 * 86400.0, gt=0)  # own history before the window
+    peer_window_s: float = Field(default=86400.0, gt=0)  # cell vs peers over this long
+    bucket_s: float = Field(default=300.0, gt=0)  # time resolution of the change point
+    min_runs: int = Field(default=30, ge=1)  # in the window (and per side of a peer test)
+    min_baseline_runs: int = Field(default=100, ge=1)
+    false_discovery_rate: float = Field(default=0.01, gt=0, lt=1)  # BH q across all cells and metrics
+    min_effect: float = Field(default=0.005, ge=0, le=1)  # smallest rate increase worth a finding
+    baseline_floor: float = Field(default=0.001, gt=0, lt=0.5)  # a clean history is not a zero rate
+    baseline_confidence: float = Field(default=0.9, gt=0, lt=1)  # p0 = upper bound of this CI
+    metrics: list[str] = Field(default_factory=lambda: ["*"])  # globs over metric names
+    deploy_lookaround_s: float = Field(default=3600.0, ge=0)
+    session_permutations: int = Field(default=999, ge=99)
+    interval_s: float = Field(default=60.0, gt=0)  # `canary detect` without --once, and the service
+    # Metrics that never fail on a healthy cell (a run served by the wrong pool): one failure in
+    # the window is a finding, with no baseline, sample-size or effect requirement.
+    invariant_metrics: list[str] = Field(default_factory=lambda: ["routing"])
+
+    @model_validator(mode="after")
+    def _bucket_fits(self) -> DetectionSpec:
+        if self.bucket_s > self.window_s:
+            raise ValueError("'bucket_s' must not exceed 'window_s'")
+        return self
+
+    @property
+    def window_bins(self) -> int:
+        return max(1, math.ceil(self.window_s / self.bucket_s))
+
+    @property
+    def baseline_bins(self) -> int:
+        return max(1, math.ceil(self.baseline_s / self.bucket_s))
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    """How hard the outbox tries: backoff bounds, the age after which to give up, claim lease and
+    batch size (the delivery keys of ``[alerts]``, see :meth:`AlertsSpec.policy`)."""
+
+    backoff_initial_s: float = 10.0
+    backoff_max_s: float = 900.0
+    max_age_s: float = 86400.0
+    lease_s: float = 120.0
+    batch_size: int = 50
+    poll_s: float = 5.0
+
+
+class AlertsSpec(BaseModel):
+    """The ``[alerts]`` section of canary.toml, with its ``[[alerts.receivers]]``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    for_s: float = Field(default=300.0, ge=0)
+    resolve_after_s: float = Field(default=900.0, ge=0)
+    external_url: str = ""  # the canary's own URL, for links in notifications
+    max_age_s: float = Field(default=86400.0, gt=0)  # give up on a delivery this old
+    backoff_initial_s: float = Field(default=10.0, gt=0)
+    backoff_max_s: float = Field(default=900.0, gt=0)
+    lease_s: float = Field(default=120.0, gt=0)  # a claimed delivery is re-sent if not recorded by then
+    batch_size: int = Field(default=50, ge=1, le=1000)
+    poll_s: float = Field(default=5.0, gt=0)
+    receivers: list[ReceiverSpec] = Field(default_factory=list)
+
+    def policy(self) -> DeliveryPolicy:
+        return DeliveryPolicy(
+            self.backoff_initial_s,
+            self.backoff_max_s,
+            self.max_age_s,
+            self.lease_s,
+            self.batch_size,
+            self.poll_s,
+        )
+
+
+class ScheduleSpec(BaseModel):
+    """``[service.schedule]``: how the service's probe jobs are timed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    misfire_grace_s: float = Field(default=60.0, gt=0)
+    pass_timeout_s: float | None = Field(default=None, gt=0)  # default: the job's interval
+    burst_interval_s: float = Field(default=30.0, gt=0)
+    start_spread_s: float = Field(default=30.0, ge=0)  # first runs spread over this long
+    probe_set_intervals: dict[str, float] = {}  # probe set -> interval_s overriding the cell's
+
+
+class VerdictPolicy(BaseModel):
+    """``[service.verdict]``: how a deploy is judged (:mod:`canary.verdicts.judgement`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    min_samples: int = Field(default=30, ge=1)
+    min_effect: float = Field(default=0.0, ge=0, le=1)  # rate increase that counts as harm
+    min_relative_shift: float = Field(default=0.2, ge=0)  # continuous: shift / baseline median
+    critical_metrics: tuple[str, ...] = CRITICAL_DEFAULT
+    muted_metrics: tuple[str, ...] = ("latency_ms",)
+    tolerated_failures: int = Field(default=0, ge=0)
+    consecutive_failures: int = Field(default=3, ge=1)
+    default_duration_s: float = Field(default=900.0, gt=0)
+
+
+class ServiceSpec(BaseModel):
+    """The ``[service]`` section of canary.toml (``canary serve``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    api_token: str | None = None  # "env:NAME"; without it every write endpoint answers 403
+    shard: str = "0/1"
+    shutdown_grace_s: float = Field(default=10.0, ge=0)
+    lock_retry_s: float = Field(default=5.0, gt=0)
+    refresh_s: float = Field(default=5.0, gt=0)  # deploy bursts and database gauges
+    verdict_interval_s: float = Field(default=30.0, gt=0)
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    schedule: ScheduleSpec = ScheduleSpec()
+    verdict: VerdictPolicy = VerdictPolicy()
+
+    @field_validator("shard")
+    @classmethod
+    def _shard_form(cls, v: str) -> str:
+        # The same rule as canary.probing.scheduler.Shard.parse, checked at load.
+        index, _, count = v.partition("/")
+        if not (index.isdigit() and count.isdigit()):
+            raise ValueError(f"shard must look like i/N, got {v!r}")
+        if not int(index) < int(count):
+            raise ValueError(f"shard index must be in 0..{int(count) - 1}, got {int(index)}")
+        return v
