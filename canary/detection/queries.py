@@ -12,18 +12,16 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from canary.config.validation import validate
+from canary.config.sections import DetectionSpec
 from canary.detection.decisions import (
     Candidate,
     Counts,
-    DetectionSpec,
     Kind,
     Selected,
     change_bin,
@@ -37,12 +35,7 @@ from canary.stats import session_clustering
 from canary.storage.counts import AgeBuckets, score_counts
 from canary.storage.tables import DeployRow, FindingRow, RunRow, ScoreRow, TargetRow
 
-__all__ = ["DetectionSpec", "Finding", "detect", "detection_spec"]
-
-
-def detection_spec(data: dict[str, Any], path: Path | str) -> DetectionSpec:
-    """Validate the ``[detection]`` section; errors name the file and ``detection.<key>``."""
-    return validate(DetectionSpec, data, path, prefix="detection")
+__all__ = ["Finding", "detect"]
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from canary import __version__
+from canary.config.sections import VerdictPolicy
 from canary.service.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from canary.service.status_page import install_status_page
 from canary.storage.counts import score_counts
@@ -35,7 +36,6 @@ from canary.verdicts.deploys import (
     get_deploy,
     list_deploys,
 )
-from canary.verdicts.judgement import VerdictPolicy
 
 MAX_DURATION_S = 7 * 86400.0
 bearer = HTTPBearer(auto_error=False)  # module level: FastAPI resolves annotations in module globals

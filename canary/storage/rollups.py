@@ -3,7 +3,8 @@
 Dashboards and the status page read ``score_rollup_*`` and ``run_rollup_*`` (through the views of
 migration 0003) so that a panel over 30 days reads hundreds of rows, not millions of runs.
 :func:`refresh_rollups` recomputes every minute and hour that starts at or after ``since``
-from the raw rows with ``INSERT … SELECT … GROUP BY … ON CONFLICT DO UPDATE``: it is
+from the raw rows with ``INSERT … SELECT … GROUP BY … ON CONFLICT DO UPDATE`` (the score rows'
+SELECT is :func:`canary.storage.counts.score_counts`, the query detection and verdicts read): it is
 idempotent, so running it twice, or on overlapping ranges from two replicas, gives the same rows.
 
 :class:`RollupRefresher` is the service's periodic duty: it remembers the highest score and run
@@ -18,24 +19,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from canary.storage.counts import CalendarBuckets, Grain, score_counts
+from canary.storage.tables import ScoreRollupHourRow, ScoreRollupMinuteRow
 
 log = logging.getLogger(__name__)
 
 ROLLUP_INTERVAL_S = 30.0  # how often the service's leader refreshes: the overview lags by at most this
 CHUNK = timedelta(hours=6)  # one transaction per chunk: a backfill of weeks never holds one open
 LATE_MARGIN = timedelta(minutes=5)  # ids are assigned at insert, not commit: re-read a little
-
-SCORE_ROLLUP = """
-INSERT INTO score_rollup_{grain} (target_id, metric, {grain}, runs, failures)
-SELECT target_id, metric, date_trunc('{grain}', created_at), count(*), count(*) FILTER (WHERE NOT passed)
-FROM scores
-WHERE created_at >= :lo AND created_at < :hi
-GROUP BY 1, 2, 3
-ORDER BY 1, 2, 3
-ON CONFLICT (target_id, metric, {grain})
-DO UPDATE SET runs = EXCLUDED.runs, failures = EXCLUDED.failures
-"""
+SCORE_ROLLUPS: dict[Grain, sa.Table] = {
+    "minute": ScoreRollupMinuteRow.__table__,  # type: ignore[dict-item]
+    "hour": ScoreRollupHourRow.__table__,  # type: ignore[dict-item]
+}
 
 RUN_ROLLUP = """
 INSERT INTO run_rollup_{grain} (target_id, {grain}, runs, errors, latency_p50_ms, latency_p95_ms,
@@ -74,9 +72,25 @@ def floor_to(t: datetime, grain: str) -> datetime:
     return t.replace(second=0, microsecond=0)
 
 
-async def _refresh_range(conn: AsyncConnection, grain: str, lo: datetime, hi: datetime) -> int:
+def score_rollup(grain: Grain, lo: datetime, hi: datetime) -> sa.Insert:
+    """Upsert ``score_rollup_{grain}`` for ``[lo, hi)`` from :func:`canary.storage.counts.score_counts`.
+
+    The rollup's ``runs`` column is the count query's ``n`` (scored runs of the metric). Rows
+    are upserted in primary-key order, as they always were.
+    """
+    table = SCORE_ROLLUPS[grain]
+    counts = score_counts(since=lo, until=hi, buckets=CalendarBuckets(grain))
+    counts = counts.order_by(*(counts.selected_columns[k] for k in ("target_id", "metric", "bucket")))
+    insert = pg_insert(table).from_select(["target_id", "metric", grain, "runs", "failures"], counts)
+    return insert.on_conflict_do_update(
+        index_elements=["target_id", "metric", grain],
+        set_={"runs": insert.excluded.runs, "failures": insert.excluded.failures},
+    )
+
+
+async def _refresh_range(conn: AsyncConnection, grain: Grain, lo: datetime, hi: datetime) -> int:
     params = {"lo": lo, "hi": hi}
-    scores = await conn.execute(sa.text(SCORE_ROLLUP.format(grain=grain)), params)
+    scores = await conn.execute(score_rollup(grain, lo, hi))
     runs = await conn.execute(sa.text(RUN_ROLLUP.format(grain=grain)), params)
     return int(scores.rowcount or 0) + int(runs.rowcount or 0)
 
@@ -88,13 +102,15 @@ async def refresh_rollups(engine: AsyncEngine, since: datetime, *, until: dateti
        only right when all of its runs are counted. Both end at ``until`` rounded up to the
        hour (default: now plus a minute), so the current, partial hour is always included.
     2. Each grain walks its range in :data:`CHUNK` steps, one transaction each, upserting from
-       the raw scores and runs; sessions run in UTC so ``date_trunc`` cuts UTC minutes and hours.
+       the raw scores and runs; sessions run in UTC so the run rollup's ``date_trunc`` cuts UTC
+       minutes and hours (the score counts cut in UTC whatever the session's time zone).
     Returns the number of rollup rows written.
     """
     end = until or datetime.now(UTC) + timedelta(minutes=1)
     if end > floor_to(end, "hour"):
         end = floor_to(end, "hour") + timedelta(hours=1)
     written = 0
+    grain: Grain
     for grain in ("minute", "hour"):
         lo = floor_to(since, grain)
         while lo < end:

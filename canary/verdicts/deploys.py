@@ -21,9 +21,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from canary.config.globs import Selection
+from canary.config.sections import VerdictPolicy
 from canary.storage.counts import run_counts, score_counts
 from canary.storage.tables import DeployRow
-from canary.verdicts.judgement import DeployState, MetricSamples, Verdict, VerdictPolicy, advance, judge
+from canary.verdicts.judgement import DeployState, MetricSamples, Verdict, advance, judge
 
 REQUEST_ERRORS = "request_errors"  # failed requests (timeouts, 5xx...) as a rate metric
 LATENCY = "latency_ms"
