@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from canary.config.sections import AlertsSpec
-from canary.detection.queries import Finding
+from canary.detection.episodes import Finding
 from canary.storage.tables import AlertDeliveryRow, AlertRow, TargetRow
 
 __all__ = ["AlertChange", "AlertState", "advance", "evaluate_alerts", "fingerprint"]
@@ -88,10 +88,14 @@ class AlertChange:
     summary: str
 
 
+# Availability and silence are alerts of their own kind: teams route them like probe_success.
+ALERTNAMES = {"availability": "CanaryAvailability", "no_data": "CanaryNoData"}
+
+
 def labels_for(f: Finding, model: str, platform: str, pool: str) -> dict[str, str]:
     return {
-        "alertname": ALERTNAME, "cell": f.cell, "model": model, "platform": platform, "pool": pool,
-        "metric": f.metric, "kind": f.kind,
+        "alertname": ALERTNAMES.get(f.kind, ALERTNAME), "cell": f.cell, "model": model,
+        "platform": platform, "pool": pool, "metric": f.metric, "kind": f.kind,
     }  # fmt: skip
 
 

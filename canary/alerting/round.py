@@ -6,6 +6,7 @@ service's leader cannot drift apart in what a round does or in what it reports.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -14,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from canary.alerting.incidents import AlertChange, evaluate_alerts
 from canary.alerting.outbox import OutboxDispatcher
 from canary.config.sections import AlertsSpec, DetectionSpec
-from canary.detection.queries import Finding, detect
+from canary.detection.detect import Finding, detect
 
 __all__ = ["RoundResult", "detection_round"]
 
@@ -34,16 +35,18 @@ async def detection_round(
     alerts: AlertsSpec,
     dispatcher: OutboxDispatcher | None,
     now: datetime,
+    expected: Mapping[str, float] | None = None,
 ) -> RoundResult:
     """One round at ``now``.
 
-    1. Detect over the stored scores (:func:`canary.detection.queries.detect`); findings are stored.
+    1. Detect over the stored runs and scores (:func:`canary.detection.detect.detect`), the
+       ``expected`` cells (name -> probe interval) checked for silence; findings are stored.
     2. Advance every alert with those findings; the outbox rows commit with the alert changes
        (:func:`canary.alerting.incidents.evaluate_alerts`).
     3. Send what is due now, this round's notifications included, when a dispatcher is given.
        Anything that fails stays in the outbox for the next dispatch (its own retry schedule).
     """
-    findings = await detect(engine, detection, now)
+    findings = await detect(engine, detection, now, expected=expected)
     changes = await evaluate_alerts(engine, findings, alerts, now)
     attempted = await dispatcher.dispatch_once(engine, now) if dispatcher is not None else 0
     return RoundResult(findings, changes, attempted)

@@ -35,7 +35,7 @@ async def detect_rounds(url: str, config: Config, once: bool) -> int:
     try:
         while True:
             result = await detection_round(
-                engine, config.detection, config.alerts, dispatcher, datetime.now(UTC)
+                engine, config.detection, config.alerts, dispatcher, datetime.now(UTC), config.intervals
             )
             for f in result.findings:
                 click.echo(f"FINDING {f.message}")

@@ -204,6 +204,11 @@ class Config:
         """``[service.verdict]``: how deploys are judged."""
         return self.service.verdict
 
+    @property
+    def intervals(self) -> dict[str, float]:
+        """Every configured cell's probe interval: what detection expects to hear from."""
+        return {t.cell: t.interval_s for t in self.targets}
+
     def select(self, patterns: Patterns) -> list[Target]:
         """Cells whose name the globs select (:mod:`canary.config.globs`; all when None)."""
         selection = Selection.parse(patterns)

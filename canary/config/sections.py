@@ -15,7 +15,6 @@ Pure: pydantic only, no I/O, so the pure halves of detection and verdicts may im
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -26,20 +25,25 @@ CRITICAL_DEFAULT = ("unexpected_script", "code_syntax", "argmax_conformance")
 
 
 class DetectionSpec(BaseModel):
-    """The ``[detection]`` section of canary.toml."""
+    """The ``[detection]`` section of canary.toml (:mod:`canary.detection`)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    window_s: float = Field(default=3600.0, gt=0)  # recent window tested against the baseline
-    baseline_s: float = Field(default=7 * 86400.0, gt=0)  # own history before the window
-    peer_window_s: float = Field(default=86400.0, gt=0)  # cell vs peers over this long
-    bucket_s: float = Field(default=300.0, gt=0)  # time resolution of the change point
-    min_runs: int = Field(default=30, ge=1)  # in the window (and per side of a peer test)
-    min_baseline_runs: int = Field(default=100, ge=1)
-    false_discovery_rate: float = Field(default=0.01, gt=0, lt=1)  # BH q across all cells and metrics
-    min_effect: float = Field(default=0.005, ge=0, le=1)  # smallest rate increase worth a finding
+    # The budget: false alarms per cell per year on a healthy cell, shared by its metrics' tests.
+    false_alarms_per_cell_year: float = Field(default=1.0, gt=0)
+    history_s: float = Field(default=6 * 3600.0, gt=0)  # the sequential test looks back this far
+    baseline_s: float = Field(default=7 * 86400.0, gt=0)  # each probe version's history before it
+    window_s: float = Field(default=3600.0, gt=0)  # invariants and evidence samples look this far
+    peer_window_s: float = Field(default=7200.0, gt=0)  # cell vs peers over this long
+    min_runs: int = Field(default=30, ge=1)  # per side of a peer test
+    # A probe version's observations count once it has this many before them (its own baseline).
+    min_baseline_observations: int = Field(default=20, ge=1)
+    min_effect: float = Field(default=0.005, ge=0, le=1)  # smallest peer gap worth a finding
     baseline_floor: float = Field(default=0.001, gt=0, lt=0.5)  # a clean history is not a zero rate
-    baseline_confidence: float = Field(default=0.9, gt=0, lt=1)  # p0 = upper bound of this CI
+    baseline_confidence: float = Field(default=0.9, gt=0, lt=1)  # q0 = upper bound of this CI
+    # An incident is over once the runs since its last alarm favour health this many times over.
+    resolve_likelihood_ratio: float = Field(default=100.0, gt=1)
+    no_data_intervals: float = Field(default=3.0, gt=0)  # a cell silent this many intervals
     metrics: list[str] = Field(default_factory=lambda: ["*"])  # globs over metric names
     deploy_lookaround_s: float = Field(default=3600.0, ge=0)
     session_permutations: int = Field(default=999, ge=99)
@@ -49,18 +53,10 @@ class DetectionSpec(BaseModel):
     invariant_metrics: list[str] = Field(default_factory=lambda: ["routing"])
 
     @model_validator(mode="after")
-    def _bucket_fits(self) -> DetectionSpec:
-        if self.bucket_s > self.window_s:
-            raise ValueError("'bucket_s' must not exceed 'window_s'")
+    def _windows_fit(self) -> DetectionSpec:
+        if self.window_s > self.history_s:
+            raise ValueError("'window_s' must not exceed 'history_s'")
         return self
-
-    @property
-    def window_bins(self) -> int:
-        return max(1, math.ceil(self.window_s / self.bucket_s))
-
-    @property
-    def baseline_bins(self) -> int:
-        return max(1, math.ceil(self.baseline_s / self.bucket_s))
 
 
 @dataclass(frozen=True)

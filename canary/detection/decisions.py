@@ -1,17 +1,18 @@
-"""Detection decisions as pure functions: counts in, candidate findings, FDR selection, one-line messages.
+"""Detection decisions as pure functions: counts in, candidate findings and one-line messages out.
 
-:mod:`canary.detection.queries` reads the scores and calls these; nothing here touches the
-database or a clock, so every decision is testable from arrays. Two hypotheses are tested per (cell, metric):
+:mod:`canary.detection.queries` reads the stored runs and scores and calls these; nothing here
+touches the database or a clock, so every decision is testable from arrays. The kinds:
 
-- ``self``: the recent window against the cell's own history (topped up with its peers' history
-  when its own is short), with an always-valid p-value from a beta-mixture martingale, so looking
-  at the window after every pass does not inflate the error rate within that window;
+- ``self`` (and ``availability``, the same test on request errors): the cell against its own
+  history, sequentially (:mod:`canary.detection.sequential`);
 - ``peer``: the cell against the same model on the same probes on other platforms and pools over
-  a longer window (Fisher's exact test on pooled peers), which catches a pool that drifted too
-  slowly for its own history to notice.
+  ``peer_window_s``, a Cochran-Mantel-Haenszel test stratified by probe version at the per-look
+  level its share of the false-alarm budget allows;
+- ``invariant``: a metric a healthy cell never fails (a run served by the wrong pool): one
+  failure in ``window_s`` is a finding;
+- ``no_data``: a configured cell with no run for ``no_data_intervals`` of its intervals.
 
-All p-values of one evaluation go through Benjamini-Hochberg together; a rejection becomes a
-finding only if its effect also reaches ``min_effect`` (filtering after BH only drops discoveries).
+Every test of a cell draws on one budget, ``false_alarms_per_cell_year``, split evenly.
 """
 
 from __future__ import annotations
@@ -23,22 +24,17 @@ from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import Any, Literal
 
-import numpy as np
-import numpy.typing as npt
-
 from canary.config.sections import DetectionSpec
-from canary.stats import (
-    always_valid_p_value,
-    benjamini_hochberg,
-    change_point,
-    minimum_detectable_effect,
-    peer_test,
-    rate_ci,
-    rate_difference_ci,
-)
+from canary.stats import rate_ci, rate_difference_ci
+from canary.stats.rates import cmh_test, minimum_detectable_effect
 
-Kind = Literal["self", "peer", "invariant"]
-MAX_NULL_RATE = 0.99  # the sequential test needs p0 < 1
+Kind = Literal["self", "peer", "invariant", "availability", "no_data"]
+KINDS: tuple[Kind, ...] = ("self", "peer", "invariant", "availability", "no_data")
+YEAR_S = 365.25 * 86400.0
+# Overlapping peer windows are looked at every round: a false gap seen by one look is seen by
+# the next few too. Counting a window as this many independent looks keeps the yearly budget
+# (checked by simulation in tests/detection/test_budget.py).
+PEER_LOOKS_PER_WINDOW = 4.0
 
 
 @dataclass(frozen=True)
@@ -52,17 +48,24 @@ class Counts:
 
 @dataclass(frozen=True)
 class Candidate:
-    """One tested hypothesis of one evaluation, before the false-discovery control."""
+    """One (cell, metric, kind) that has an active incident this round, with the numbers behind it.
+
+    ``statistic`` and ``threshold`` are in nats (the detector's log evidence, or ``ln(1/p)`` for
+    the peer test); ``mde`` is the smallest rate increase the test that ran would find.
+    """
 
     target_id: int
     cell: str
     metric: str
     kind: Kind
+    statistic: float
+    threshold: float
     p_value: float
-    null_rate: float  # the rate tested against (conservative for ``self``)
+    null_rate: float
     baseline: Counts
     observed: Counts
     effect_ci: tuple[float, float]
+    mde: float | None
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -77,67 +80,10 @@ class Candidate:
     def effect(self) -> float:
         return self.observed_rate - self.baseline_rate
 
-    @property
-    def statistic(self) -> float:
-        """Evidence in nats, ``ln(1/p)``: for ``self`` the log of the mixture likelihood ratio."""
-        return -math.log(max(self.p_value, 1e-300))
 
-
-@dataclass(frozen=True)
-class Selected:
-    """A candidate that BH rejected: the cutoff it beat and the effect it could have missed."""
-
-    candidate: Candidate
-    cutoff: float
-    mde: float
-
-    @property
-    def threshold(self) -> float:
-        return -math.log(self.cutoff)
-
-
-def null_rate(baseline: Counts, spec: DetectionSpec) -> float:
-    """The rate the window is tested against: the baseline's upper confidence bound, floored.
-
-    The baseline is itself an estimate; testing against its upper bound keeps a short, lucky
-    history from turning ordinary noise into an alarm.
-    """
-    upper = rate_ci(baseline.failures, baseline.n, spec.baseline_confidence)[1] if baseline.n else 0.0
-    return min(MAX_NULL_RATE, max(spec.baseline_floor, upper))
-
-
-def self_candidate(
-    target_id: int,
-    cell: str,
-    metric: str,
-    failures: npt.ArrayLike,
-    n: npt.ArrayLike,
-    spec: DetectionSpec,
-    peer_baseline: Counts | None = None,
-) -> Candidate | None:
-    """Test the cell's recent window against its own history (bins oldest first, the last ones the window).
-
-    1. Window = the last ``spec.window_bins`` bins; baseline = the bins before it.
-    2. When the own baseline has fewer than ``min_baseline_runs`` runs, add the peers' history.
-    3. Skip when the window has fewer than ``min_runs`` runs or the baseline is still too short.
-    4. p-value: always-valid, for ``H0: rate <= null_rate(baseline)``.
-    """
-    f = np.asarray(failures, dtype=np.int64)
-    nn = np.asarray(n, dtype=np.int64)
-    w = spec.window_bins
-    observed = Counts(int(f[-w:].sum()), int(nn[-w:].sum()))
-    baseline = Counts(int(f[:-w].sum()), int(nn[:-w].sum())) if f.size > w else Counts()
-    if is_invariant(metric, spec):
-        return invariant_candidate(target_id, cell, metric, observed, baseline, spec)
-    source = "own history"
-    if baseline.n < spec.min_baseline_runs and peer_baseline is not None and peer_baseline.n:
-        baseline, source = baseline + peer_baseline, "own + peer history"
-    if observed.n < spec.min_runs or baseline.n < spec.min_baseline_runs:
-        return None
-    p0 = null_rate(baseline, spec)
-    p = always_valid_p_value(observed.failures, observed.n, p0)
-    ci = rate_difference_ci(observed.failures, observed.n, baseline.failures, baseline.n)
-    return Candidate(target_id, cell, metric, "self", p, p0, baseline, observed, ci, {"baseline": source})
+def tests_per_cell(metrics: int) -> int:
+    """How many tests share a cell's budget: self and peer per metric, plus availability."""
+    return 2 * metrics + 1
 
 
 def is_invariant(metric: str, spec: DetectionSpec) -> bool:
@@ -147,7 +93,7 @@ def is_invariant(metric: str, spec: DetectionSpec) -> bool:
 def invariant_candidate(
     target_id: int, cell: str, metric: str, observed: Counts, baseline: Counts, spec: DetectionSpec
 ) -> Candidate | None:
-    """A violated invariant: any failure in the window is conclusive (p = 0), however few runs.
+    """A violated invariant: any failure in the window is conclusive, however few runs.
 
     Served-by evidence sees a misroute the first time it happens; waiting for a rate to become
     significant would throw away exactly the advantage the DESIGN's ~125-probe figure rests on.
@@ -157,20 +103,18 @@ def invariant_candidate(
     ci = (
         rate_difference_ci(observed.failures, observed.n, baseline.failures, baseline.n)
         if baseline.n
-        else (rate_ci(observed.failures, observed.n))
+        else rate_ci(observed.failures, observed.n)
     )
     return Candidate(
-        target_id,
-        cell,
-        metric,
-        "invariant",
-        0.0,
-        spec.baseline_floor,
-        baseline,
-        observed,
-        ci,
-        {"invariant": True},
-    )
+        target_id, cell, metric, "invariant", 0.0, 0.0, 0.0, spec.baseline_floor,
+        baseline, observed, ci, None, {"invariant": True},
+    )  # fmt: skip
+
+
+def peer_level(spec: DetectionSpec, tests: int) -> float:
+    """The per-look level of the peer test: its yearly share of the budget over its looks per year."""
+    looks_per_year = YEAR_S / spec.peer_window_s * PEER_LOOKS_PER_WINDOW
+    return min(0.5, spec.false_alarms_per_cell_year / max(tests, 1) / looks_per_year)
 
 
 def peer_candidate(
@@ -181,66 +125,55 @@ def peer_candidate(
     peers_by_probe: Mapping[int, Counts],
     peer_cells: Sequence[str],
     spec: DetectionSpec,
+    tests: int,
 ) -> Candidate | None:
-    """Test whether the cell fails more often than its pooled peers on the probes both ran.
+    """Whether the cell fails more often than its peers on the probe versions both ran.
 
-    Restricting to common probes keeps a different probe mix from passing for a quality gap.
+    Stratified by probe version (Cochran-Mantel-Haenszel), so a different probe mix, or a probe
+    one side fails always, never passes for a quality gap.
     """
     common = sorted(set(cell_by_probe) & set(peers_by_probe))
     observed = sum((cell_by_probe[k] for k in common), Counts())
     baseline = sum((peers_by_probe[k] for k in common), Counts())
     if not peer_cells or observed.n < spec.min_runs or baseline.n < spec.min_runs:
         return None
-    cmp = peer_test(observed.failures, observed.n, baseline.failures, baseline.n)
-    details = {"peers": list(peer_cells), "probes": len(common)}
-    p0 = min(MAX_NULL_RATE, max(spec.baseline_floor, cmp.baseline_rate))
-    return Candidate(
-        target_id,
-        cell,
-        metric,
-        "peer",
-        cmp.p_value,
-        p0,
-        baseline,
-        observed,
-        (cmp.ci_low, cmp.ci_high),
-        details,
-    )
-
-
-def select(candidates: Sequence[Candidate], spec: DetectionSpec) -> list[Selected]:
-    """Benjamini-Hochberg over every candidate of the evaluation, then the practical-effect floor.
-
-    The cutoff reported is ``k q / m`` (``k`` rejections of ``m``): the largest p-value BH let
-    through. The MDE is the smallest increase over the null rate an exact test at that cutoff
-    detects with 80 % power at the window's sample size.
-    """
-    if not candidates:
-        return []
-    mask = benjamini_hochberg([c.p_value for c in candidates], spec.false_discovery_rate)
-    k, m = int(mask.sum()), len(candidates)
-    cutoff = spec.false_discovery_rate * max(k, 1) / m
-    out = []
-    for c, rejected in zip(candidates, mask, strict=True):
-        if rejected and (c.kind == "invariant" or c.effect >= spec.min_effect):
-            mde = minimum_detectable_effect(min(c.null_rate, 0.5), c.observed.n, alpha=cutoff)
-            out.append(Selected(c, cutoff, mde))
-    return out
-
-
-def change_bin(failures: npt.ArrayLike, n: npt.ArrayLike) -> int | None:
-    """Index of the bin in which the failure rate most likely rose (``None`` with under two runs).
-
-    Bins are expanded into a Bernoulli stream for :func:`canary.stats.change_point`; the order
-    inside a bin is unknown, so the answer is only resolved to a bin.
-    """
-    f = np.asarray(failures, dtype=np.int64)
-    nn = np.asarray(n, dtype=np.int64)
-    if int(nn.sum()) < 2:
+    level = peer_level(spec, tests)
+    result = cmh_test(
+        [cell_by_probe[k].failures for k in common], [cell_by_probe[k].n for k in common],
+        [peers_by_probe[k].failures for k in common], [peers_by_probe[k].n for k in common],
+    )  # fmt: skip
+    effect = observed.failures / observed.n - baseline.failures / baseline.n
+    if result.p_value > level or effect < spec.min_effect:
         return None
-    stream = np.concatenate([np.arange(k) < x for x, k in zip(f, nn, strict=True) if k] or [np.zeros(0)])
-    tau = change_point(stream.astype(bool), alternative="greater")
-    return int(np.searchsorted(np.cumsum(nn), tau, side="right"))
+    ci = rate_difference_ci(observed.failures, observed.n, baseline.failures, baseline.n)
+    null = min(0.99, max(spec.baseline_floor, baseline.failures / baseline.n))
+    mde = minimum_detectable_effect(min(null, 0.5), observed.n, alpha=level)
+    return Candidate(
+        target_id, cell, metric, "peer", -math.log(max(result.p_value, 1e-300)), -math.log(level),
+        result.p_value, null, baseline, observed, ci, mde if math.isfinite(mde) else None,
+        {"peers": list(peer_cells), "probes": len(common), "level": level},
+    )  # fmt: skip
+
+
+def no_data_candidate(
+    target_id: int,
+    cell: str,
+    last_run_at: float | None,
+    first_seen: float,
+    interval_s: float,
+    now: float,
+    spec: DetectionSpec,
+) -> Candidate | None:
+    """A configured cell with no run for ``no_data_intervals`` of its intervals (a never-probed cell
+    counts from when it was first seen)."""
+    silent_s = now - (last_run_at if last_run_at is not None else first_seen)
+    if silent_s < spec.no_data_intervals * interval_s:
+        return None
+    details = {"last_run_at": last_run_at, "interval_s": interval_s, "silent_s": silent_s}
+    return Candidate(
+        target_id, cell, "no_data", "no_data", 0.0, 0.0, 0.0, 0.0, Counts(), Counts(),
+        (0.0, 0.0), None, details,
+    )  # fmt: skip
 
 
 def pct(rate: float) -> str:
@@ -267,8 +200,37 @@ def snippet(text: str | None, limit: int = 120) -> str | None:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+def _headline(c: Candidate) -> list[str]:
+    if c.kind == "invariant":
+        return [
+            f"{c.cell} {c.metric} [invariant]: {c.observed.failures} of {c.observed.n} runs violated it "
+            f"({pct(c.observed_rate)}); a healthy cell never does "
+            f"(history {c.baseline.failures}/{c.baseline.n})"
+        ]
+    if c.kind == "no_data":
+        silent = c.details.get("silent_s", 0.0) / 60
+        since = (
+            f"never probed in {silent:.0f} min"
+            if c.details.get("last_run_at") is None
+            else f"no run for {silent:.0f} min"
+        )
+        return [f"{c.cell} [no_data]: {since} (interval {c.details.get('interval_s', 0):.0f} s)"]
+    against = f"peers ({len(c.details.get('peers', []))})" if c.kind == "peer" else "baseline"
+    what = "failing" if c.kind != "availability" else "of requests failing"
+    unit = "runs" if c.kind == "peer" else "passes x probes"
+    mde = f"{pts(c.mde)} pts" if c.mde is not None else "none"
+    return [
+        f"{c.cell} {c.metric} [{c.kind}]: {pct(c.observed_rate)} {what} "
+        f"({c.observed.failures}/{c.observed.n} {unit}) "
+        f"vs {against} {pct(c.baseline_rate)} ({c.baseline.failures}/{c.baseline.n})",
+        f"effect {pts(c.effect)} pts [95% CI {pts(c.effect_ci[0])}, {pts(c.effect_ci[1])}]",
+        f"evidence {c.statistic:.1f} >= {c.threshold:.1f} nats (p<={c.p_value:.2g})",
+        f"MDE: {mde}",
+    ]
+
+
 def format_message(
-    s: Selected,
+    c: Candidate,
     *,
     change_at: datetime | None,
     deploy_ids: Sequence[str],
@@ -276,25 +238,7 @@ def format_message(
     sessions: str | None = None,
 ) -> str:
     """The one line an on-call engineer acts on: which cell and metric, how bad, how sure, since when."""
-    c = s.candidate
-    if c.kind == "invariant":
-        parts = [
-            f"{c.cell} {c.metric} [invariant]: {c.observed.failures} of {c.observed.n} runs violated it "
-            f"({pct(c.observed_rate)}); a healthy cell never does "
-            f"(history {c.baseline.failures}/{c.baseline.n})"
-        ]
-    else:
-        against = "baseline" if c.kind == "self" else f"peers ({len(c.details.get('peers', []))})"
-        observed = f"({c.observed.failures}/{c.observed.n})"
-        baseline = f"{pct(c.baseline_rate)} ({c.baseline.failures}/{c.baseline.n})"
-        mde = f"{pts(s.mde)} pts" if math.isfinite(s.mde) else "none"
-        parts = [
-            f"{c.cell} {c.metric} [{c.kind}]: {pct(c.observed_rate)} failing {observed} "
-            f"vs {against} {baseline}",
-            f"effect {pts(c.effect)} pts [95% CI {pts(c.effect_ci[0])}, {pts(c.effect_ci[1])}]",
-            f"ln(1/p)={c.statistic:.1f} >= {s.threshold:.1f} (p={c.p_value:.2g}, BH cutoff {s.cutoff:.2g})",
-            f"MDE at n={c.observed.n}: {mde}",
-        ]
+    parts = _headline(c)
     if change_at is not None:
         parts.append(f"since {change_at:%Y-%m-%d %H:%MZ}")
     if deploy_ids:

@@ -28,7 +28,7 @@ from rich.table import Table
 
 from canary.config.loader import Target, build_config
 from canary.config.sections import DetectionSpec
-from canary.detection.queries import Finding, detect
+from canary.detection.detect import Finding, detect
 from canary.probing.catalog import Probe, load_catalog
 from canary.probing.runner import PassSummary, run_pass
 from canary.resources import shipped
@@ -83,18 +83,18 @@ def demo_targets(fleet_config: Any, base_url: str, concurrency: int) -> list[Tar
 
 
 def demo_detection_spec(pass_s: float) -> DetectionSpec:
-    """Detection windows scaled to the demo's compressed time: a window of ~4 passes.
+    """Detection windows scaled to the demo's compressed time, in passes.
 
-    Four passes give the sparsest metric (argmax conformance: 10 logprob runs per cell and
-    pass) the 30 runs detection requires before it tests a window; the statistics themselves
-    keep their defaults.
+    The look-back holds 40 passes and invariants look at the last ~4; a probe version counts
+    once it has 5 observations (passes) of its own. The budget and the statistics keep their
+    defaults: the observation rate, and so the threshold, follows the compressed clock.
     """
-    bucket = max(1.0, pass_s / 2)
     return DetectionSpec(
+        history_s=40 * pass_s,
         window_s=4.2 * pass_s,
-        bucket_s=bucket,
         baseline_s=3600.0,
-        peer_window_s=4.2 * pass_s,
+        peer_window_s=8.2 * pass_s,
+        min_baseline_observations=5,
         deploy_lookaround_s=60.0,
     )
 

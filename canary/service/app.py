@@ -332,7 +332,7 @@ def detection_duties(config: Config) -> Callable[[AsyncEngine], list[Duty]]:
         dispatcher = OutboxDispatcher.from_spec(config.alerts, config.path, receivers=config.receivers)
 
         async def detection(now: datetime) -> None:
-            await detection_round(engine, config.detection, config.alerts, dispatcher, now)
+            await detection_round(engine, config.detection, config.alerts, dispatcher, now, config.intervals)
 
         async def dispatch(now: datetime) -> None:
             # Retries between rounds. Runs until leadership ends (the duty's task is cancelled

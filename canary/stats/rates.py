@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+import numpy.typing as npt
 from scipy import stats
 
 Alternative = Literal["greater", "less", "two-sided"]
@@ -44,6 +46,24 @@ def rate_ci(failures: int, n: int, confidence: float = 0.95) -> tuple[float, flo
     denom = 1.0 + z * z / n
     # Clamp: at 0 or n failures the bound is exactly 0 or 1, up to rounding.
     return max(0.0, (centre - half) / denom), min(1.0, (centre + half) / denom)
+
+
+def rate_upper_bounds(
+    failures: npt.ArrayLike, n: npt.ArrayLike, confidence: float = 0.95
+) -> npt.NDArray[np.float64]:
+    """Upper ends of :func:`rate_ci` (Wilson, two-sided ``confidence``) for arrays of counts.
+
+    ``n = 0`` gives 1, as the scalar version does.
+    """
+    f = np.asarray(failures, dtype=np.float64)
+    nn = np.asarray(n, dtype=np.float64)
+    z = float(stats.norm.isf((1.0 - confidence) / 2.0))
+    safe = np.maximum(nn, 1.0)
+    p = np.clip(f / safe, 0.0, 1.0)
+    centre = p + z * z / (2 * safe)
+    half = z * np.sqrt(p * (1.0 - p) / safe + z * z / (4 * safe * safe))
+    upper = np.minimum(1.0, (centre + half) / (1.0 + z * z / safe))
+    return np.where(nn > 0, upper, 1.0)
 
 
 def rate_difference_ci(f1: int, n1: int, f0: int, n0: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -169,3 +189,38 @@ def sample_size_sufficient(
     """Whether both arms reached :func:`minimum_sample_size`; if not, a verdict should be INCONCLUSIVE."""
     need = minimum_sample_size(p0, p1, alpha, power)
     return canary_n >= need and base_n >= need
+
+
+@dataclass(frozen=True)
+class CMHResult:
+    """One-sided Cochran-Mantel-Haenszel test: does the first group fail more often, stratum by stratum?"""
+
+    z: float
+    p_value: float
+
+
+def cmh_test(
+    failures1: npt.ArrayLike,
+    n1: npt.ArrayLike,
+    failures2: npt.ArrayLike,
+    n2: npt.ArrayLike,
+    correction: bool = True,
+) -> CMHResult:
+    """Mantel-Haenszel statistic over 2x2 tables, one per stratum, one-sided ("greater").
+
+    ``z = (sum a - sum E[a] - 1/2) / sqrt(sum Var[a])`` with the hypergeometric mean and variance of
+    each stratum's first-group failures ``a`` given its margins (Mantel & Haenszel 1959, with the
+    continuity correction). Strata with a constant outcome carry no information (variance 0).
+    Without the correction and with one stratum, ``z^2`` is Pearson's chi-square times ``(N-1)/N``.
+    """
+    a, m, b, k = (np.asarray(x, dtype=np.float64) for x in (failures1, n1, failures2, n2))
+    total = m + k
+    fails = a + b
+    ok = total > 1
+    mean = np.where(ok, m * fails / np.where(ok, total, 1.0), a)
+    var = np.where(ok, m * k * fails * (total - fails) / np.where(ok, total**2 * (total - 1), 1.0), 0.0)
+    v = float(var.sum())
+    if v <= 0:
+        return CMHResult(0.0, 1.0)
+    z = (float((a - mean).sum()) - (0.5 if correction else 0.0)) / math.sqrt(v)
+    return CMHResult(z, float(stats.norm.sf(z)))

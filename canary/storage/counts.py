@@ -125,6 +125,7 @@ def score_counts(
     metrics: Sequence[str] | None = None,
     by_probe: bool = False,
     by_session: bool = False,
+    by_pass: bool = False,
     buckets: Buckets | None = None,
 ) -> sa.Select[Any]:
     """Scores and failures per (cell, metric) over ``scores.created_at`` in the window.
@@ -132,8 +133,10 @@ def score_counts(
     ``since``/``until`` bound the window (either may be left open); ``closed`` says which end
     is inclusive. ``cells`` (names) and ``target_ids`` narrow the cells, ``metrics`` the metrics
     (exact names). ``by_probe`` adds ``probe_pk`` (the probe version), ``by_session`` adds the
-    run's ``session_key`` (runs without one form a ``NULL`` group), ``buckets`` adds ``bucket``.
-    Only ``by_session`` joins ``runs``; everything else is on ``scores`` alone, whose
+    run's ``session_key`` (runs without one form a ``NULL`` group), ``by_pass`` adds the run's
+    ``pass_id`` and, after ``failures``, ``at`` (the group's first ``created_at``): one row per
+    clustered observation (a pass's repeats of a probe). ``buckets`` adds ``bucket``. Only
+    ``by_session`` and ``by_pass`` join ``runs``; everything else is on ``scores`` alone, whose
     ``target_id``/``probe_pk``/``created_at`` are copies of the run's.
     """
     keys: list[Key] = [ScoreRow.target_id, ScoreRow.metric]
@@ -141,14 +144,17 @@ def score_counts(
         keys.append(ScoreRow.probe_pk)
     if by_session:
         keys.append(RunRow.session_key)
+    if by_pass:
+        keys.append(RunRow.pass_id)
     columns = list(keys)
     if buckets is not None:
         columns.append(_bucket(ScoreRow.created_at, buckets).label("bucket"))
         keys.append(BUCKET)
+    extra = [sa.func.min(ScoreRow.created_at).label("at")] if by_pass else []
     query = sa.select(
-        *columns, sa.func.count().label("n"), sa.func.count().filter(failed()).label("failures")
+        *columns, sa.func.count().label("n"), sa.func.count().filter(failed()).label("failures"), *extra
     ).select_from(ScoreRow)
-    if by_session:
+    if by_session or by_pass:
         query = query.join(RunRow, RunRow.id == ScoreRow.run_id)
     conditions = [
         *_window(ScoreRow.created_at, since, until, closed),
@@ -166,23 +172,32 @@ def run_counts(
     closed: Closed = "left",
     cells: Sequence[str] | None = None,
     target_ids: Sequence[int] | None = None,
+    by_probe: bool = False,
+    by_pass: bool = False,
     buckets: Buckets | None = None,
 ) -> sa.Select[Any]:
     """Requests and request errors per cell over ``runs.started_at``: the companion of :func:`score_counts`.
 
     A request error is a run with ``status = 'error'`` (what :mod:`canary.errors` names in
     ``reason``). Runs cancelled at shutdown are left out of both counts: they say nothing about
-    the cell. The arguments mean what they mean for :func:`score_counts`.
+    the cell. The arguments mean what they mean for :func:`score_counts` (columns
+    ``target_id, [probe_pk], [pass_id], [bucket], runs, errors, [at]``).
     """
     columns: list[Key] = [RunRow.target_id]
+    if by_probe:
+        columns.append(RunRow.probe_pk)
+    if by_pass:
+        columns.append(RunRow.pass_id)
     keys = list(columns)
     if buckets is not None:
         columns.append(_bucket(RunRow.started_at, buckets).label("bucket"))
         keys.append(BUCKET)
+    extra = [sa.func.min(RunRow.started_at).label("at")] if by_pass else []
     query = sa.select(
         *columns,
         sa.func.count().label("runs"),
         sa.func.count().filter(RunRow.status == "error").label("errors"),
+        *extra,
     ).where(
         RunRow.reason.is_distinct_from("cancelled"),
         *_window(RunRow.started_at, since, until, closed),

@@ -166,11 +166,11 @@ class DeployRow(Base):
 
 
 class FindingRow(Base):
-    """One (cell, metric) hypothesis that survived the false-discovery control at one evaluation.
+    """One episode of one (cell, metric, kind): opened by the round that found it, updated by every
+    round that still finds it, resolved by the first that does not (:mod:`canary.detection`).
 
-    ``kind`` is ``self`` (recent window against the cell's own history) or ``peer`` (the cell
-    against the same model and probes on other platforms and pools). ``message`` is the one line
-    an on-call engineer reads; the numbers behind it are the other columns.
+    ``kind`` is ``self``, ``peer``, ``invariant``, ``availability`` or ``no_data``. ``message``
+    is the one line an on-call engineer reads; the numbers behind it are the other columns.
     """
 
     __tablename__ = "findings"
@@ -198,11 +198,21 @@ class FindingRow(Base):
     sample_output: Mapped[str | None] = mapped_column(sa.Text)
     message: Mapped[str] = mapped_column(sa.Text)
     details: Mapped[dict[str, Any]] = mapped_column(server_default=sa.text("'{}'::jsonb"))
-    created_at: Mapped[datetime]
+    created_at: Mapped[datetime]  # when the episode began (its first round)
+    updated_at: Mapped[datetime] = mapped_column(server_default=sa.func.now())  # last round finding it
+    resolved_at: Mapped[datetime | None]  # the round whose evidence cleared it; NULL while open
 
     __table_args__ = (
-        sa.CheckConstraint("kind IN ('self', 'peer', 'invariant')", name="kind"),
+        sa.CheckConstraint("kind IN ('self', 'peer', 'invariant', 'availability', 'no_data')", name="kind"),
         sa.Index("ix_findings_target_metric_created", "target_id", "metric", sa.text("created_at DESC")),
+        sa.Index(
+            "ix_findings_open",
+            "target_id",
+            "metric",
+            "kind",
+            unique=True,
+            postgresql_where=sa.text("resolved_at IS NULL"),
+        ),
     )
 
 

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from canary.detection.queries import Finding
+from canary.detection.episodes import Finding
 from tests.loopback import serve_in_thread
 
 NOW = datetime(2025, 8, 29, 12, 0, tzinfo=UTC)
@@ -77,4 +77,5 @@ def make_finding(target_id: int, cell: str, metric: str = "unexpected_script", p
         n_observed=110, failures=18, statistic=43.4, threshold=6.4, p_value=p, mde=0.055,
         change_point_at=NOW, deploy_ids=[], sample_output="Paris สวัสดี",
         message=f"{cell} {metric} [self]: 16% failing (18/110) vs baseline 0.31% (9/2880)", created_at=NOW,
+        updated_at=NOW,
     )  # fmt: skip

@@ -151,13 +151,13 @@ def test_every_section_is_a_typed_attribute_with_its_secrets_resolved(
     config = load_config(
         write_toml(
             TARGET
-            + "[detection]\nwindow_s = 600\nbucket_s = 60\n[alerts]\nfor_s = 0\n"
+            + "[detection]\nwindow_s = 600\nfalse_alarms_per_cell_year = 0.5\n[alerts]\nfor_s = 0\n"
             + RECEIVER.replace("http://127.0.0.1:9/hook", "env:CANARY_TEST_HOOK")
             + "[service]\nport = 9999\napi_token = 'env:CANARY_TEST_TOKEN'\n"
             + "[service.schedule]\nburst_interval_s = 7\n[service.verdict]\nmin_samples = 5\n"
         )
     )
-    assert config.detection.window_s == 600 and config.detection.window_bins == 10
+    assert config.detection.window_s == 600 and config.detection.false_alarms_per_cell_year == 0.5
     assert config.alerts.for_s == 0 and [r.name for r in config.alerts.receivers] == ["ops"]
     (hook,) = config.receivers
     assert isinstance(hook.url, Secret) and hook.url.reveal() == "http://127.0.0.1:9/secret-hook"
@@ -203,7 +203,7 @@ def test_unset_secrets_in_every_section_are_errors_at_load(
     [
         ({"alerts": {"receivers": [{"name": "a", "kind": "slack", "url": "http://x"}] * 2}},
          "alerts.receivers[1].name", "duplicate receiver name 'a'"),
-        ({"detection": {"bucket_s": 7200}}, "detection", "'bucket_s' must not exceed 'window_s'"),
+        ({"detection": {"window_s": 86400}}, "detection", "'window_s' must not exceed 'history_s'"),
         ({"service": {"shard": "2/2"}}, "service.shard", "shard index must be in 0..1"),
         ({"service": {"shard": "half"}}, "service.shard", "shard must look like i/N"),
         ({"service": {"verdict": {"alpha": 2}}}, "service.verdict.alpha", "less than 1"),

@@ -12,114 +12,127 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from canary.config.loader import build_config
 from canary.config.sections import DetectionSpec
 from canary.detection.decisions import (
+    Candidate,
     Counts,
-    change_bin,
     format_message,
+    invariant_candidate,
+    no_data_candidate,
     peer_candidate,
-    select,
-    self_candidate,
 )
-from canary.detection.queries import Finding, detect
+from canary.detection.detect import Finding, detect
+from canary.detection.sequential import Stream, self_candidate
 from canary.errors import ConfigError
 from canary.storage.tables import DeployRow, FindingRow
 from tests.seeding import add_cells, add_passes, add_probes
 
 NOW = datetime(2025, 8, 29, 12, 0, tzinfo=UTC)
-SPEC = DetectionSpec(
-    window_s=3600, baseline_s=86400, peer_window_s=86400, bucket_s=300, session_permutations=199
-)
+SPEC = DetectionSpec(history_s=6 * 3600, baseline_s=86400, peer_window_s=7200, session_permutations=199)
+T = NOW.timestamp()
+
+
+CLEAN = Counts(0, 200)
+
+
+def stream(failed_by_pass: np.ndarray, probes: int = 10, baseline: Counts = CLEAN) -> Stream:
+    """One pass every 5 minutes ending at NOW, one observation per probe; failures given per pass."""
+    passes = failed_by_pass.size
+    at = np.repeat(T - 300.0 * np.arange(passes)[::-1], probes)
+    failures = np.zeros(passes * probes, dtype=np.int64)
+    for i, k in enumerate(failed_by_pass):
+        failures[i * probes : i * probes + int(k)] = 1
+    stratum = np.tile(np.arange(probes), passes)
+    base = dict.fromkeys(range(probes), baseline)
+    return Stream(1, "m/p/a", "unexpected_script", at, stratum, np.ones_like(failures), failures, base)
 
 
 # --- pure decisions --------------------------------------------------------------------------
 
 
-def test_a_healthy_window_is_not_evidence_and_a_shifted_one_is() -> None:
-    n = np.full(300, 10)
-    healthy = np.zeros(300, dtype=int)
-    healthy[::100] = 1  # 3 failures in 3000 runs
-    calm = self_candidate(1, "m/p/a", "x", healthy, n, SPEC)
-    assert calm is not None and calm.p_value == 1.0
-    shifted = healthy.copy()
-    shifted[-SPEC.window_bins :] = 2  # 20 % in the last hour
-    hot = self_candidate(1, "m/p/a", "x", shifted, n, SPEC)
-    assert hot is not None and hot.p_value < 1e-6
-    assert hot.observed == Counts(24, 120) and hot.baseline.n == 2880
-    assert hot.effect_ci[0] > 0.1
+def test_a_healthy_stream_is_not_evidence_and_a_shifted_one_is() -> None:
+    calm = np.zeros(72, dtype=int)
+    calm[::30] = 1  # 3 failing observations in 720
+    assert self_candidate(stream(calm), SPEC, T, tests=7) is None
+    shifted = calm.copy()
+    shifted[-8:] = 2  # 20 % of the observations of the last 40 minutes
+    hot = self_candidate(stream(shifted), SPEC, T, tests=7)
+    assert hot is not None and hot.kind == "self"
+    assert hot.statistic >= hot.threshold and hot.p_value < 1e-4
+    assert hot.observed.failures >= 14 and hot.observed_rate > 0.1 and hot.effect_ci[0] > 0.05
+    assert T - 3000 <= hot.details["change_at"] <= T - 2100
+    assert hot.mde is not None and 0 < hot.mde < 0.05
+
+
+def test_a_probe_that_always_fails_is_its_own_stratum_and_fakes_nothing() -> None:
+    always = np.full(72, 1)  # probe 0 fails in every pass, and always did
+    s = stream(always, baseline=Counts(0, 200))
+    s = Stream(s.target_id, s.cell, s.metric, s.at, s.stratum, s.runs, s.failures,
+               {0: Counts(200, 200), **{k: Counts(0, 200) for k in range(1, 10)}})  # fmt: skip
+    assert self_candidate(s, SPEC, T, tests=7) is None
+
+
+def test_a_new_probe_version_waits_for_its_own_baseline() -> None:
+    shifted = np.zeros(72, dtype=int)
+    shifted[-8:] = 5
+    young = stream(shifted, baseline=Counts(0, 0))  # every probe version is new in the look-back
+    found = self_candidate(young, SPEC, T, tests=7)
+    assert found is not None  # 64 passes of their own history by the time the shift starts
+    tiny = stream(shifted[-10:], baseline=Counts(0, 0))
+    assert self_candidate(tiny, SPEC, T, tests=7) is None  # 2 clean passes: no baseline yet
+
+
+def test_an_incident_is_over_once_the_evidence_since_its_last_alarm_favours_health() -> None:
+    fault = np.zeros(72, dtype=int)
+    fault[20:30] = 4
+    assert self_candidate(stream(fault[:30]), SPEC, T, tests=7) is not None
+    assert self_candidate(stream(fault), SPEC, T, tests=7) is None  # 42 clean passes since
 
 
 def test_one_run_served_by_the_wrong_pool_is_a_finding_however_few_runs() -> None:
     """Routing is an invariant: no baseline, sample size or effect floor stands in the way."""
-    n = np.zeros(300, dtype=int)
-    n[-1] = 5  # a young cell: 5 runs in all, no history
-    failures = np.zeros(300, dtype=int)
-    assert self_candidate(1, "m/p/front-door", "routing", failures, n, SPEC) is None
-    failures[-1] = 1
-    found = self_candidate(1, "m/p/front-door", "routing", failures, n, SPEC)
-    assert found is not None and found.kind == "invariant" and found.p_value == 0.0
-    [selected] = select([found], SPEC.model_copy(update={"min_effect": 0.5}))
-    message = format_message(selected, change_at=None, deploy_ids=[], sample=None)
+    assert invariant_candidate(1, "m/p/front-door", "routing", Counts(0, 5), Counts(), SPEC) is None
+    found = invariant_candidate(1, "m/p/front-door", "routing", Counts(1, 5), Counts(), SPEC)
+    assert found is not None and found.kind == "invariant"
+    message = format_message(found, change_at=None, deploy_ids=[], sample=None)
     assert message.startswith("m/p/front-door routing [invariant]: 1 of 5 runs violated it")
-    # the same counts on a metric that is not an invariant are not enough evidence
-    assert self_candidate(1, "m/p/front-door", "known_answer", failures, n, SPEC) is None
 
 
-def test_a_short_history_borrows_the_peers_baseline_and_too_little_data_is_skipped() -> None:
-    f, n = np.zeros(20, dtype=int), np.full(20, 5)
-    assert self_candidate(1, "c", "x", f, n, SPEC) is None  # 40 baseline runs < 100
-    borrowed = self_candidate(1, "c", "x", f, n, SPEC, peer_baseline=Counts(3, 500))
-    assert borrowed is not None and borrowed.details["baseline"] == "own + peer history"
-    assert self_candidate(1, "c", "x", f[:3], n[:3], SPEC, Counts(0, 1000)) is None  # window too small
-
-
-def test_peer_comparison_uses_only_probes_both_sides_ran() -> None:
+def test_peer_comparison_is_stratified_by_the_probes_both_sides_ran() -> None:
     # The cell ran only a hard probe (40 % failing everywhere); peers also ran an easy one.
     cell = {1: Counts(40, 100)}
     peers = {1: Counts(80, 200), 2: Counts(0, 2000)}
-    fair = peer_candidate(1, "m/p/a", "x", cell, peers, ["m/p/b"], SPEC)
-    assert fair is not None and fair.p_value > 0.3 and fair.baseline == Counts(80, 200)
+    assert peer_candidate(1, "m/p/a", "x", cell, peers, ["m/p/b"], SPEC, tests=7) is None
+    gap = {1: Counts(40, 100), 2: Counts(300, 1000)}
+    found = peer_candidate(1, "m/p/a", "x", gap, peers, ["m/p/b"], SPEC, tests=7)
+    assert found is not None and found.kind == "peer" and found.details["probes"] == 2
+    assert found.p_value <= found.details["level"] < 1e-4
 
 
-def test_benjamini_hochberg_across_cells_and_the_effect_floor() -> None:
-    n = np.full(300, 10)
-    base = np.zeros(300, dtype=int)
-    base[::50] = 1
-    hot = base.copy()
-    hot[-SPEC.window_bins :] = 3
-    cands = [self_candidate(i, f"m/p/{i}", "x", base, n, SPEC) for i in range(40)]
-    cands.append(self_candidate(99, "m/p/hot", "x", hot, n, SPEC))
-    chosen = select([c for c in cands if c is not None], SPEC)
-    assert [s.candidate.cell for s in chosen] == ["m/p/hot"]
-    assert chosen[0].cutoff == pytest.approx(SPEC.false_discovery_rate / 41)
-    strict = SPEC.model_copy(update={"min_effect": 0.5})
-    assert select([c for c in cands if c is not None], strict) == []
+def test_a_cell_silent_for_three_intervals_is_a_no_data_finding() -> None:
+    assert no_data_candidate(1, "m/p/a", T - 800, T - 86400, 300, T, SPEC) is None
+    silent = no_data_candidate(1, "m/p/a", T - 1000, T - 86400, 300, T, SPEC)
+    assert silent is not None and silent.kind == "no_data" and silent.metric == "no_data"
+    line = format_message(silent, change_at=None, deploy_ids=[], sample=None)
+    assert line == "m/p/a [no_data]: no run for 17 min (interval 300 s)"
+    never = no_data_candidate(1, "m/p/a", None, T - 3600, 300, T, SPEC)
+    assert never is not None and "never probed in 60 min" in format_message(
+        never, change_at=None, deploy_ids=[], sample=None
+    )
 
 
-def test_change_bin_finds_where_the_rate_rose() -> None:
-    rng = np.random.default_rng(7)
-    n = np.full(100, 20)
-    f = rng.binomial(20, np.where(np.arange(100) < 70, 0.01, 0.3))
-    assert change_bin(f, n) in (69, 70, 71)
-    assert change_bin([0], [1]) is None
-
-
-def test_the_message_line_says_value_baseline_statistic_counts_mde_and_snippet() -> None:
-    n = np.full(300, 10)
-    f = np.zeros(300, dtype=int)
-    f[-SPEC.window_bins :] = 2
-    cand = self_candidate(1, "m/gcp/pool-b", "unexpected_script", f, n, SPEC)
-    assert cand is not None
-    (sel,) = select([cand], SPEC)
+def test_the_message_line_says_value_baseline_evidence_mde_and_snippet() -> None:
+    shifted = np.zeros(72, dtype=int)
+    shifted[-8:] = 2
+    cand = self_candidate(stream(shifted), SPEC, T, tests=7)
+    assert isinstance(cand, Candidate)
     line = format_message(
-        sel, change_at=NOW, deploy_ids=["lb-42"], sample="Paris สวัสดี", sessions="sessions: clustered"
+        cand, change_at=NOW, deploy_ids=["lb-42"], sample="Paris สวัสดี", sessions="sessions: clustered"
     )
     assert "\n" not in line
     for part in [
-        "m/gcp/pool-b unexpected_script",
-        "20% failing (24/120)",
-        "vs baseline 0% (0/2880)",
-        "ln(1/p)=",
-        "BH cutoff",
-        "MDE at n=120: +",
+        "m/p/a unexpected_script [self]",
+        "passes x probes) vs baseline 0% (0/2000)",
+        "nats (p<=",
+        "MDE: +",
         "since 2025-08-29 12:00Z",
         "deploys: lb-42",
         'e.g. "Paris สวัสดี"',
@@ -194,10 +207,10 @@ async def test_an_injected_shift_is_found_on_its_cell_and_metric_only(engine: As
     assert own.statistic >= own.threshold and own.mde is not None and own.mde > 0
     for part in [
         "m/p1/b unexpected_script [self]",
-        f"({own.failures}/{own.n_observed})",
+        f"({own.failures}/{own.n_observed} passes x probes)",
         "vs baseline",
-        "ln(1/p)=",
-        "MDE at n=",
+        "nats (p<=",
+        "MDE: +",
         "deploys: lb-change-42",
         "สวัสดี",
     ]:
@@ -220,7 +233,8 @@ async def test_a_slowly_drifted_pool_is_flagged_against_its_peers(engine: AsyncE
         "m/p2/c": {"known_answer": 0.02},
     }
     await seed_fleet(engine, rates, hours=48)  # type: ignore[arg-type]
-    findings = await detect(engine, SPEC, NOW, rng=np.random.default_rng(1))
+    slow = SPEC.model_copy(update={"peer_window_s": 86400.0})  # a drift is seen over a long window
+    findings = await detect(engine, slow, NOW, rng=np.random.default_rng(1))
     assert [(f.cell, f.kind) for f in findings if f.kind == "peer"] == [("m/p1/b", "peer")]
     assert {f.cell for f in findings} == {"m/p1/b"}
     peer = next(f for f in findings if f.kind == "peer")

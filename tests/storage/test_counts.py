@@ -23,8 +23,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from canary.detection.decisions import Candidate, Counts, DetectionSpec
-from canary.detection.queries import _bins, _per_probe, _sessions
+from canary.config.sections import DetectionSpec
+from canary.detection import queries
+from canary.detection.decisions import Candidate, Counts
+from canary.detection.evidence import sessions as session_breakdown
 from canary.service.api import ApiContext, create_app
 from canary.service.metrics import ServiceMetrics
 from canary.storage.counts import AgeBuckets, CalendarBuckets, run_counts, score_counts
@@ -205,26 +207,31 @@ async def test_run_counts_hold_request_errors_and_leave_out_cancelled_runs(
 # --- every reader of the counts agrees on the seed -------------------------------------------
 
 
-async def test_detection_bins_probes_and_sessions_read_the_right_closed_window(
+async def test_detection_streams_probes_and_sessions_read_the_right_closed_window(
     engine: AsyncEngine, ids: dict[str, int]
 ) -> None:
+    spec = DetectionSpec(history_s=7200.0, baseline_s=3600.0, session_permutations=99)
     async with engine.connect() as conn:
-        streams = {(s.target_id, s.metric): s for s in await _bins(conn, NOW, 4, 1800.0)}
-        per_probe = await _per_probe(conn, SINCE, NOW)
-        candidate = Candidate(ids[B], B, SCRIPT, "self", 0.0, 0.0, Counts(), Counts(), (0.0, 0.0))
-        spec = DetectionSpec(session_permutations=99)
-        sessions, _ = await _sessions(conn, candidate, SINCE, NOW, spec, np.random.default_rng(0))
-    a, b = streams[(ids[A], SCRIPT)], streams[(ids[B], SCRIPT)]
-    assert (a.n.tolist(), a.failures.tolist()) == ([6, 6, 6, 4], [0, 1, 1, 2])  # oldest bin first
-    assert (b.n.tolist(), b.failures.tolist()) == ([0, 1, 2, 2], [0, 0, 1, 1])
+        names = await queries.targets(conn)
+        streams = {(s.target_id, s.metric): s for s in await queries.streams(conn, names, spec, NOW)}
+        per_probe = await queries.per_probe(conn, SINCE, NOW)
+        candidate = Candidate(
+            ids[B], B, SCRIPT, "self", 0.0, 0.0, 1.0, 0.0, Counts(), Counts(), (0.0, 0.0), None
+        )
+        sessions, _ = await session_breakdown(conn, candidate, SINCE, NOW, spec, np.random.default_rng(0))
+    a = streams[(ids[A], SCRIPT)]
+    assert a.at.tolist() == sorted(a.at.tolist())  # oldest first
     totals = {
         (cell, metric): (
-            int(streams[(ids[cell], metric)].n.sum()),
+            int(streams[(ids[cell], metric)].runs.sum()),
             int(streams[(ids[cell], metric)].failures.sum()),
         )
         for cell, metric in RIGHT_CLOSED
     }
     assert totals == RIGHT_CLOSED
+    errors = streams[(ids[A], queries.AVAILABILITY)]
+    # 22 scored runs after 10:00 and the timeout; the cancelled run is neither
+    assert (int(errors.runs.sum()), int(errors.failures.sum())) == (23, 1)
     probes = await probe_pks(engine)
     assert per_probe[(ids[A], SCRIPT)] == {probes["p0"]: Counts(3, 11), probes["p1"]: Counts(1, 11)}
     assert per_probe[(ids[B], ANSWERED)] == {probes["p0"]: Counts(3, 5)}

@@ -1,0 +1,142 @@
+"""One detection evaluation: read, decide, enrich, store. :func:`detect` is the entry point."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+import numpy as np
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from canary.config.sections import DetectionSpec
+from canary.detection import queries
+from canary.detection.decisions import (
+    Candidate,
+    Counts,
+    Kind,
+    invariant_candidate,
+    is_invariant,
+    no_data_candidate,
+    peer_candidate,
+    tests_per_cell,
+)
+from canary.detection.episodes import Finding, store_episodes
+from canary.detection.evidence import to_finding
+from canary.detection.queries import AVAILABILITY
+from canary.detection.sequential import Stream, self_candidate
+
+__all__ = ["Finding", "detect"]
+
+
+def _tests(streams: list[Stream]) -> dict[int, int]:
+    """How many tests share each cell's budget, from the quality metrics it reports."""
+    metrics: dict[int, set[str]] = defaultdict(set)
+    for s in streams:
+        if s.metric != AVAILABILITY:
+            metrics[s.target_id].add(s.metric)
+    return {tid: tests_per_cell(len(m)) for tid, m in metrics.items()}
+
+
+async def _invariants(
+    conn: AsyncConnection, streams: list[Stream], spec: DetectionSpec, now: datetime
+) -> list[Candidate]:
+    metrics = sorted({s.metric for s in streams if is_invariant(s.metric, spec)})
+    if not metrics:
+        return []
+    window_start = now - timedelta(seconds=spec.window_s)
+    window = await queries.window_counts(conn, metrics, window_start, now)
+    history = await queries.window_counts(
+        conn, metrics, window_start - timedelta(seconds=spec.baseline_s), window_start
+    )
+    out = []
+    for s in streams:
+        if is_invariant(s.metric, spec):
+            key = (s.target_id, s.metric)
+            c = invariant_candidate(
+                s.target_id, s.cell, s.metric, window.get(key, Counts()), history.get(key, Counts()), spec
+            )
+            if c is not None:
+                out.append(c)
+    return out
+
+
+async def _peers(
+    conn: AsyncConnection,
+    names: Mapping[int, tuple[str, str]],
+    tests: Mapping[int, int],
+    spec: DetectionSpec,
+    now: datetime,
+) -> list[Candidate]:
+    """Each cell against the same model's other cells, per quality metric (peers are one model's pools)."""
+    counts = await queries.per_probe(conn, now - timedelta(seconds=spec.peer_window_s), now)
+    by_model: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for tid, metric in counts:
+        if tid in names and not is_invariant(metric, spec):
+            by_model[(names[tid][1], metric)].append(tid)
+    out = []
+    for (_, metric), cells in sorted(by_model.items()):
+        for tid in cells:
+            peers = [p for p in cells if p != tid]
+            pooled: dict[int, Counts] = defaultdict(Counts)
+            for p in peers:
+                for probe, c in counts[(p, metric)].items():
+                    pooled[probe] = pooled[probe] + c
+            found = peer_candidate(
+                tid, names[tid][0], metric, counts[(tid, metric)], pooled,
+                sorted(names[p][0] for p in peers), spec, tests.get(tid, 1),
+            )  # fmt: skip
+            if found is not None:
+                out.append(found)
+    return out
+
+
+async def _silent(
+    conn: AsyncConnection, expected: Mapping[str, float], spec: DetectionSpec, now: datetime
+) -> list[Candidate]:
+    """Configured cells (name -> interval) that have gone quiet; a cell is due from when it was first seen."""
+    out = []
+    for cell, (tid, last, first_seen) in sorted((await queries.last_runs(conn, list(expected))).items()):
+        last_at = last.timestamp() if last is not None else None
+        c = no_data_candidate(
+            tid, cell, last_at, first_seen.timestamp(), expected[cell], now.timestamp(), spec
+        )
+        if c is not None:
+            out.append(c)
+    return out
+
+
+async def detect(
+    engine: AsyncEngine,
+    spec: DetectionSpec,
+    now: datetime,
+    *,
+    rng: np.random.Generator | None = None,
+    expected: Mapping[str, float] | None = None,
+) -> list[Finding]:
+    """Evaluate every (cell, metric), store the round's findings as episodes, return the active ones.
+
+    1. Read each (cell, metric) stream of clustered observations, request errors included.
+    2. Self and availability tests (:mod:`canary.detection.sequential`), invariants, peers, and,
+       for the ``expected`` cells (name -> probe interval), silence.
+    3. Enrich each active candidate (:mod:`canary.detection.evidence`).
+    4. Update, open and resolve episodes in one transaction (:mod:`canary.detection.episodes`).
+    """
+    rng = rng if rng is not None else np.random.default_rng()
+    async with engine.begin() as conn:
+        names = await queries.targets(conn)
+        streams = await queries.streams(conn, names, spec, now)
+        tests = _tests(streams)
+        candidates: list[Candidate] = []
+        for s in streams:
+            if not is_invariant(s.metric, spec):
+                kind: Kind = "availability" if s.metric == AVAILABILITY else "self"
+                found = self_candidate(s, spec, now.timestamp(), tests.get(s.target_id, 1), kind)
+                if found is not None:
+                    candidates.append(found)
+        candidates += await _invariants(conn, streams, spec, now)
+        candidates += await _peers(conn, names, tests, spec, now)
+        if expected:
+            candidates += await _silent(conn, expected, spec, now)
+        findings = [await to_finding(conn, c, spec, now, rng) for c in candidates]
+        return await store_episodes(conn, findings, now)

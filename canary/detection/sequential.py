@@ -1,0 +1,203 @@
+"""The self test: one (cell, metric) stream against its own history, within the false-alarm budget.
+
+Pure: arrays in, a :class:`~canary.detection.decisions.Candidate` out. The unit of evidence is
+one *observation* per (pass, probe version): failed when any of that pass's repeats of the probe
+failed, because repeats of a temperature-0 probe on a server that is not batch-invariant fail
+together. Each probe version is a stratum with its own healthy rate, estimated from its own
+history (self-starting: the baseline before the look-back plus the stratum's earlier
+observations in it), so a probe the model always fails neither hides nor fakes a change, and a
+new probe version starts its own baseline. The detector is the mixture CUSUM e-detector of
+:mod:`canary.stats.edetector`, with its threshold derived from ``false_alarms_per_cell_year``.
+
+An incident is *active* from an alarm until the observations after the last alarm favour health
+over the alternative that raised it by ``resolve_likelihood_ratio``; then it is over, and a new
+alarm is a new incident.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from canary.config.sections import DetectionSpec
+from canary.detection.decisions import Candidate, Counts, Kind
+from canary.stats import rate_difference_ci
+from canary.stats.edetector import DEFAULT_DELTAS, evidence_for_health, run_detector, threshold_for_budget
+from canary.stats.rates import rate_upper_bounds
+from canary.stats.sequential import kl_bernoulli
+
+YEAR_S = 365.25 * 86400.0
+MAX_NULL_RATE = 0.99
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One (cell, metric)'s observations over the look-back, oldest first, and each stratum's baseline.
+
+    ``baseline`` maps a probe version to ``Counts(failing observations, observations)`` from
+    before the look-back; ``runs``/``failures`` are the raw run counts behind each observation.
+    """
+
+    target_id: int
+    cell: str
+    metric: str
+    at: npt.NDArray[np.float64]  # epoch seconds
+    stratum: npt.NDArray[np.int64]
+    runs: npt.NDArray[np.int64]
+    failures: npt.NDArray[np.int64]
+    baseline: Mapping[int, Counts]
+
+    @property
+    def failed(self) -> npt.NDArray[np.bool_]:
+        return self.failures > 0
+
+
+def null_rates(stream: Stream, spec: DetectionSpec) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """Each observation's healthy rate ``q0`` and whether its stratum had enough history before it.
+
+    ``q0`` is the upper ``baseline_confidence`` bound of the stratum's failure rate over the
+    observations before this one (baseline plus earlier look-back), floored at
+    ``baseline_floor``: an upper bound keeps the detector's likelihood ratios at most 1 in
+    expectation on a healthy cell, which is what its budget needs.
+    """
+    failed = stream.failed
+    prior_f = np.zeros(failed.size)
+    prior_n = np.zeros(failed.size)
+    for s in np.unique(stream.stratum):
+        idx = np.flatnonzero(stream.stratum == s)
+        base = stream.baseline.get(int(s), Counts())
+        seen: npt.NDArray[np.int64] = np.cumsum(failed[idx]) - failed[idx]
+        prior_f[idx] = base.failures + seen
+        prior_n[idx] = base.n + np.arange(idx.size)
+    q0 = rate_upper_bounds(prior_f, prior_n, spec.baseline_confidence)
+    q0 = np.clip(q0, spec.baseline_floor, MAX_NULL_RATE)
+    return q0, prior_n >= spec.min_baseline_observations
+
+
+def observations_per_alarm(stream: Stream, spec: DetectionSpec, now: float, tests: int) -> float:
+    """``A``: healthy observations per false alarm that keep this test within its share of the budget.
+
+    The cell's budget is split evenly over its ``tests`` (metrics times kinds); the stream's
+    observation rate over the look-back converts a yearly share into observations.
+    """
+    span = min(spec.history_s, max(now - float(stream.at[0]), 1.0)) if stream.at.size else spec.history_s
+    per_year = stream.at.size / span * YEAR_S
+    share = spec.false_alarms_per_cell_year / max(tests, 1)
+    return max(per_year / share, 1.0)
+
+
+def mde_within(n: int, q0: float, threshold: float) -> float | None:
+    """Smallest rate increase whose expected evidence reaches ``threshold`` within ``n`` observations.
+
+    Wald's approximation: the detector's mean delay is ``threshold / KL(q1 || q0)``; solved for
+    ``q1`` by bisection. ``None`` when even a rate of 1 would not get there.
+    """
+    if n <= 0 or n * kl_bernoulli(1.0 - 1e-12, q0) < threshold:
+        return None
+    lo, hi = q0, 1.0 - 1e-12
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (lo, mid) if n * kl_bernoulli(mid, q0) >= threshold else (mid, hi)
+    return hi - q0
+
+
+def resolve_delta(failed: npt.NDArray[np.bool_], q0: npt.NDArray[np.float64]) -> float:
+    """The alternative an incident is resolved against: the largest in the grid not above its effect.
+
+    The effect is the share of healthy observations that failed during the incident,
+    ``(rate - q0) / (1 - q0)``. Testing the end of the incident against that size, rounded down,
+    keeps a small fault from looking over after one clean pass, and a large one from lingering.
+    """
+    excess = float(failed.mean() - q0.mean()) / max(1e-9, 1.0 - float(q0.mean())) if failed.size else 0.0
+    below = [d for d in DEFAULT_DELTAS if d <= excess]
+    return max(below) if below else DEFAULT_DELTAS[0]
+
+
+def incident(
+    alarms: list[int],
+    starts: list[int],
+    failed: npt.NDArray[np.bool_],
+    rates: npt.NDArray[np.float64],
+    spec: DetectionSpec,
+) -> tuple[int, int, float, float] | None:
+    """The open incident of a stream's alarms: (change index, last alarm, resolve delta, cleared).
+
+    Alarms chain into one incident until the observations after one of them clear it (favour
+    health ``resolve_likelihood_ratio`` times over the incident's own effect size); the next
+    alarm then starts a new incident. ``None`` when the last incident has been cleared too.
+    """
+    bound = math.log(spec.resolve_likelihood_ratio)
+    first = 0
+    for i in range(len(alarms)):
+        since, last = starts[first], alarms[i]
+        delta = resolve_delta(failed[since : last + 1], rates[since : last + 1])
+        end = alarms[i + 1] if i + 1 < len(alarms) else failed.size
+        cleared = evidence_for_health(failed[last + 1 : end], rates[last + 1 : end], delta)
+        if i + 1 == len(alarms):
+            return None if cleared >= bound else (since, last, delta, cleared)
+        if cleared >= bound:
+            first = i + 1
+    return None
+
+
+def self_candidate(
+    stream: Stream, spec: DetectionSpec, now: float, tests: int, kind: Kind = "self"
+) -> Candidate | None:
+    """The stream's active incident, or ``None``.
+
+    1. Null rates per observation; observations of strata still building a baseline are dropped.
+    2. Threshold ``ln A + ln K`` from the budget; run the detector over the look-back.
+    3. No alarm, or the evidence since the last alarm has cleared it: ``None``.
+    4. Otherwise a candidate with the counts since the change point, the effect and its CI
+       against the pooled baseline, and the MDE of this test over the look-back.
+    """
+    q0, usable = null_rates(stream, spec)
+    if not usable.any():
+        return None
+    failed = stream.failed[usable]
+    rates = q0[usable]
+    a = observations_per_alarm(stream, spec, now, tests)
+    threshold = threshold_for_budget(a, len(DEFAULT_DELTAS))
+    run = run_detector(failed, rates, threshold)
+    if not run.alarmed:
+        return None
+    episode = incident(run.alarms, run.starts, failed, rates, spec)
+    if episode is None:
+        return None
+    since, last, delta, cleared = episode
+    observed = Counts(int(failed[since:].sum()), int(failed.size - since))
+    base = sum(stream.baseline.values(), Counts())
+    baseline = base if base.n else Counts(int(failed[:since].sum()), since)
+    ci = rate_difference_ci(observed.failures, observed.n, baseline.failures, baseline.n)
+    at = stream.at[usable]
+    pooled_q0 = float(np.mean(rates[:since])) if since else float(np.mean(rates))
+    details = {
+        "alarms": len(run.alarms),
+        "alternative_delta": run.delta,
+        "observations_per_alarm": a,
+        "cleared": cleared,
+        "resolve_delta": delta,
+        "change_at": float(at[min(since, at.size - 1)]),
+        "last_alarm_at": float(at[run.alarms[-1]]),
+        "runs": int(stream.runs[usable][since:].sum()),
+        "run_failures": int(stream.failures[usable][since:].sum()),
+    }
+    return Candidate(
+        stream.target_id,
+        stream.cell,
+        stream.metric,
+        kind,
+        statistic=run.peak,
+        threshold=threshold,
+        p_value=min(1.0, len(DEFAULT_DELTAS) * math.exp(-run.peak)),  # Ville: 1 / the e-value
+        null_rate=pooled_q0,
+        baseline=baseline,
+        observed=observed,
+        effect_ci=ci,
+        mde=mde_within(int(failed.size), pooled_q0, threshold),
+        details=details,
+    )
