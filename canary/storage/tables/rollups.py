@@ -1,0 +1,88 @@
+"""Dashboard rollups and the failing-scores index."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from canary.storage.tables.base import Base
+from canary.storage.tables.results import ScoreRow
+
+# Rollups maintained by canary.storage.rollups.refresh_rollups: dashboards and the status page read
+# these (through the views of migration 0003) instead of scanning raw runs and scores. Rollups are
+# derived data: no foreign key to targets, whose per-row check would double the cost of a refresh.
+
+
+# Shared columns of the minute and hour rollups; sort_order keeps the key columns first, in the
+# migration's order (declarative places a mixin's columns after the class's own).
+class _ScoreRollupColumns:
+    target_id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, sort_order=-2)
+    metric: Mapped[str] = mapped_column(sa.Text, primary_key=True, sort_order=-1)
+    runs: Mapped[int] = mapped_column(sa.Integer)
+    failures: Mapped[int] = mapped_column(sa.Integer)
+
+
+class _RunRollupColumns:
+    target_id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, sort_order=-1)
+    runs: Mapped[int] = mapped_column(sa.Integer)
+    errors: Mapped[int] = mapped_column(sa.Integer)
+    latency_p50_ms: Mapped[float | None] = mapped_column(sa.Float)
+    latency_p95_ms: Mapped[float | None] = mapped_column(sa.Float)
+    latency_max_ms: Mapped[float | None] = mapped_column(sa.Float)
+    pools: Mapped[dict[str, Any]] = mapped_column(server_default=sa.text("'{}'::jsonb"))
+
+
+class ScoreRollupMinuteRow(_ScoreRollupColumns, Base):
+    """Runs and failures per (cell, metric, minute), recomputed whole from ``scores``."""
+
+    __tablename__ = "score_rollup_minute"
+
+    minute: Mapped[datetime] = mapped_column(primary_key=True)
+
+    __table_args__ = (sa.Index("ix_score_rollup_minute_brin", "minute", postgresql_using="brin"),)
+
+
+class ScoreRollupHourRow(_ScoreRollupColumns, Base):
+    """Runs and failures per (cell, metric, hour): what ranges longer than two days read."""
+
+    __tablename__ = "score_rollup_hour"
+
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+
+    __table_args__ = (sa.Index("ix_score_rollup_hour_brin", "hour", postgresql_using="brin"),)
+
+
+class RunRollupMinuteRow(_RunRollupColumns, Base):
+    """Requests, request errors, latency percentiles and served-by pool mix per (cell, minute).
+
+    Cancelled runs (stored at shutdown) are left out: they say nothing about the cell.
+    """
+
+    __tablename__ = "run_rollup_minute"
+
+    minute: Mapped[datetime] = mapped_column(primary_key=True)
+
+    __table_args__ = (sa.Index("ix_run_rollup_minute_brin", "minute", postgresql_using="brin"),)
+
+
+class RunRollupHourRow(_RunRollupColumns, Base):
+    """:class:`RunRollupMinuteRow` per hour; percentiles are computed from the hour's runs."""
+
+    __tablename__ = "run_rollup_hour"
+
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+
+    __table_args__ = (sa.Index("ix_run_rollup_hour_brin", "hour", postgresql_using="brin"),)
+
+
+# Failing samples are a sliver of all scores; this partial index lets "the latest failures of a
+# cell" skip the passing rows instead of reading every score of the range.
+sa.Index(
+    "ix_scores_failed_target_created",
+    ScoreRow.__table__.c.target_id,
+    sa.text("created_at DESC"),
+    postgresql_where=sa.text("NOT passed"),
+)
