@@ -10,7 +10,8 @@ touches the database or a clock, so every decision is testable from arrays. The 
   level its share of the false-alarm budget allows;
 - ``invariant``: a metric a healthy cell never fails (a run served by the wrong pool): one
   failure in ``window_s`` is a finding;
-- ``no_data``: a configured cell with no run for ``no_data_intervals`` of its intervals.
+- ``no_data``: a configured cell with no run for ``no_data_intervals`` of its intervals (and
+  ``availability`` when it runs but answers nothing that long, an outage).
 
 Every test of a cell draws on one budget, ``false_alarms_per_cell_year``, split evenly.
 """
@@ -176,6 +177,34 @@ def no_data_candidate(
     )  # fmt: skip
 
 
+def outage_candidate(
+    target_id: int,
+    cell: str,
+    metric: str,
+    last_ok_at: float | None,
+    first_seen: float,
+    interval_s: float,
+    now: float,
+    spec: DetectionSpec,
+) -> Candidate | None:
+    """A probed cell that has answered no request for ``no_data_intervals`` of its intervals.
+
+    Its request errors feed the sequential ``availability`` test too, but that test learns each
+    probe's error rate from the cell's own history: to it, a cell failing since it was first
+    probed, or for longer than its baseline, looks normal. A cell that answers nothing is a
+    finding whatever its history. The caller fills in ``observed`` (the errors since).
+    """
+    failing_s = now - (last_ok_at if last_ok_at is not None else first_seen)
+    if failing_s < spec.no_data_intervals * interval_s:
+        return None
+    since = last_ok_at if last_ok_at is not None else first_seen
+    details = {"outage": True, "last_ok_at": last_ok_at, "interval_s": interval_s, "failing_s": failing_s}
+    return Candidate(
+        target_id, cell, metric, "availability", 0.0, 0.0, 0.0, 0.0, Counts(), Counts(),
+        (0.0, 0.0), None, details | {"change_at": since},
+    )  # fmt: skip
+
+
 def pct(rate: float) -> str:
     """A rate as a percentage with enough digits for rare events (0.04 %, 1.2 %, 35 %)."""
     value = 100.0 * rate
@@ -215,6 +244,12 @@ def _headline(c: Candidate) -> list[str]:
             else f"no run for {silent:.0f} min"
         )
         return [f"{c.cell} [no_data]: {since} (interval {c.details.get('interval_s', 0):.0f} s)"]
+    if c.kind == "availability" and c.details.get("outage"):
+        failing, interval = c.details.get("failing_s", 0.0) / 60, c.details.get("interval_s", 0.0)
+        return [
+            f"{c.cell} {c.metric} [availability]: no request answered for {failing:.0f} min "
+            f"({c.observed.failures}/{c.observed.n} runs failed; interval {interval:.0f} s)"
+        ]
     against = f"peers ({len(c.details.get('peers', []))})" if c.kind == "peer" else "baseline"
     what = "failing" if c.kind != "availability" else "of requests failing"
     unit = "runs" if c.kind == "peer" else "passes x probes"

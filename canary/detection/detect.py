@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -18,6 +19,7 @@ from canary.detection.decisions import (
     invariant_candidate,
     is_invariant,
     no_data_candidate,
+    outage_candidate,
     peer_candidate,
     tests_per_cell,
 )
@@ -92,15 +94,33 @@ async def _peers(
 
 
 async def _silent(
-    conn: AsyncConnection, expected: Mapping[str, float], spec: DetectionSpec, now: datetime
+    conn: AsyncConnection,
+    expected: Mapping[str, float],
+    spec: DetectionSpec,
+    now: datetime,
+    unavailable: set[int],
 ) -> list[Candidate]:
-    """Configured cells (name -> interval) that have gone quiet; a cell is due from when it was first seen."""
+    """Configured cells (name -> interval) that have gone quiet, or that answer nothing.
+
+    A cell is due from when it was first seen. A cell already in ``unavailable`` (the sequential
+    availability test flagged it) gets no second availability candidate.
+    """
     out = []
-    for cell, (tid, last, first_seen) in sorted((await queries.last_runs(conn, list(expected))).items()):
+    for cell, (tid, last, last_ok, first_seen) in sorted(
+        (await queries.last_runs(conn, list(expected))).items()
+    ):
         last_at = last.timestamp() if last is not None else None
         c = no_data_candidate(
             tid, cell, last_at, first_seen.timestamp(), expected[cell], now.timestamp(), spec
         )
+        if c is None and last is not None and tid not in unavailable:
+            ok_at = last_ok.timestamp() if last_ok is not None else None
+            c = outage_candidate(
+                tid, cell, AVAILABILITY, ok_at, first_seen.timestamp(), expected[cell], now.timestamp(), spec
+            )
+            if c is not None:
+                since = last_ok if last_ok is not None else first_seen
+                c = dataclasses.replace(c, observed=await queries.request_errors(conn, tid, since, now))
         if c is not None:
             out.append(c)
     return out
@@ -118,7 +138,7 @@ async def detect(
 
     1. Read each (cell, metric) stream of clustered observations, request errors included.
     2. Self and availability tests (:mod:`canary.detection.sequential`), invariants, peers, and,
-       for the ``expected`` cells (name -> probe interval), silence.
+       for the ``expected`` cells (name -> probe interval), silence and outages.
     3. Enrich each active candidate (:mod:`canary.detection.evidence`).
     4. Update, open and resolve episodes in one transaction (:mod:`canary.detection.episodes`).
     """
@@ -137,6 +157,7 @@ async def detect(
         candidates += await _invariants(conn, streams, spec, now)
         candidates += await _peers(conn, names, tests, spec, now)
         if expected:
-            candidates += await _silent(conn, expected, spec, now)
+            unavailable = {c.target_id for c in candidates if c.kind == "availability"}
+            candidates += await _silent(conn, expected, spec, now, unavailable)
         findings = [await to_finding(conn, c, spec, now, rng) for c in candidates]
         return await store_episodes(conn, findings, now)

@@ -123,16 +123,29 @@ async def window_counts(
 
 async def last_runs(
     conn: AsyncConnection, cells: Sequence[str]
-) -> dict[str, tuple[int, datetime | None, datetime]]:
-    """Per configured cell with a row: (id, its newest run's start or ``None``, when it was first seen)."""
+) -> dict[str, tuple[int, datetime | None, datetime | None, datetime]]:
+    """Per configured cell with a row: (id, its newest run's start, its newest answered run's start,
+    when it was first seen); ``None`` where there is no such run."""
     latest = (
-        sa.select(RunRow.target_id, sa.func.max(RunRow.started_at).label("last"))
+        sa.select(
+            RunRow.target_id,
+            sa.func.max(RunRow.started_at).label("last"),
+            sa.func.max(RunRow.started_at).filter(RunRow.status == "ok").label("last_ok"),
+        )
         .group_by(RunRow.target_id)
         .subquery()
     )
     rows = await conn.execute(
-        sa.select(TargetRow.id, TargetRow.cell, latest.c.last, TargetRow.first_seen)
+        sa.select(TargetRow.id, TargetRow.cell, latest.c.last, latest.c.last_ok, TargetRow.first_seen)
         .outerjoin(latest, latest.c.target_id == TargetRow.id)
         .where(TargetRow.cell.in_(list(cells)))
     )
-    return {cell: (tid, last, first_seen) for tid, cell, last, first_seen in rows.all()}
+    return {cell: (tid, last, last_ok, first_seen) for tid, cell, last, last_ok, first_seen in rows.all()}
+
+
+async def request_errors(conn: AsyncConnection, target_id: int, since: datetime, now: datetime) -> Counts:
+    """One cell's request errors and requests over ``(since, now]``."""
+    row = (
+        await conn.execute(run_counts(since=since, until=now, closed="right", target_ids=[target_id]))
+    ).first()
+    return Counts(int(row.errors), int(row.runs)) if row is not None else Counts()
