@@ -16,6 +16,7 @@ Pure: pydantic only, no I/O, so the pure halves of detection and verdicts may im
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -42,7 +43,7 @@ class DetectionSpec(BaseModel):
     baseline_floor: float = Field(default=0.001, gt=0, lt=0.5)  # a clean history is not a zero rate
     baseline_confidence: float = Field(default=0.9, gt=0, lt=1)  # q0 = upper bound of this CI
     # An incident is over once the runs since its last alarm favour health this many times over.
-    resolve_likelihood_ratio: float = Field(default=100.0, gt=1)
+    resolve_likelihood_ratio: float = Field(default=20.0, gt=1)
     no_data_intervals: float = Field(default=3.0, gt=0)  # a cell silent this many intervals
     metrics: list[str] = Field(default_factory=lambda: ["*"])  # globs over metric names
     deploy_lookaround_s: float = Field(default=3600.0, ge=0)
@@ -112,19 +113,44 @@ class ScheduleSpec(BaseModel):
 
 
 class VerdictPolicy(BaseModel):
-    """``[service.verdict]``: how a deploy is judged (:mod:`canary.verdicts.judgement`)."""
+    """``[service.verdict]``: how a deploy is judged (:mod:`canary.verdicts.judgement`).
+
+    The tests are anytime-valid, so the verdict may be looked at as often as the service likes:
+    a canary that does no harm FAILs with probability at most ``alpha`` over the whole window, and
+    a rate metric PASSes only once its test would catch an increase of ``detect_effect`` with
+    probability ``power``.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    alpha: float = Field(default=0.05, gt=0, lt=1)
-    min_samples: int = Field(default=30, ge=1)
-    min_effect: float = Field(default=0.0, ge=0, le=1)  # rate increase that counts as harm
-    min_relative_shift: float = Field(default=0.2, ge=0)  # continuous: shift / baseline median
+    alpha: float = Field(default=0.05, gt=0, lt=1)  # false-FAIL rate per deploy, over all its looks
+    power: float = Field(default=0.8, gt=0, lt=1)  # of catching `detect_effect` before a PASS
+    detect_effect: float = Field(default=0.1, gt=0, lt=1)  # rate increase a PASS must rule out
+    min_effect: float = Field(default=0.0, ge=0, lt=1)  # rate increase tolerated: FAIL needs more
+    min_relative_shift: float = Field(default=0.2, ge=0)  # continuous: median ratio - 1 tolerated
+    min_samples: int = Field(default=30, ge=1)  # per side, before any PASS
     critical_metrics: tuple[str, ...] = CRITICAL_DEFAULT
     muted_metrics: tuple[str, ...] = ("latency_ms",)
     tolerated_failures: int = Field(default=0, ge=0)
-    consecutive_failures: int = Field(default=3, ge=1)
     default_duration_s: float = Field(default=900.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_keys(cls, data: Any) -> Any:
+        # A FAIL used to need this many failing looks in a row; the e-value threshold now holds at
+        # every look, so the key has no meaning left. Say so rather than "extra inputs".
+        if isinstance(data, dict) and "consecutive_failures" in data:
+            raise ValueError(
+                "'consecutive_failures' was removed: a FAIL ends a deploy at the first look whose"
+                " e-value reaches its threshold, which already allows for every look"
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _effects_ordered(self) -> VerdictPolicy:
+        if self.min_effect >= self.detect_effect:
+            raise ValueError("'min_effect' (tolerated) must be smaller than 'detect_effect' (to detect)")
+        return self
 
 
 class ServiceSpec(BaseModel):

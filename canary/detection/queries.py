@@ -88,6 +88,8 @@ async def streams(
     out = []
     for (tid, metric), group in sorted(grouped.items()):
         group.sort(key=lambda r: (r.at, r.probe_pk))
+        passes: dict[Any, int] = {}
+        batch = np.array([passes.setdefault(r.pass_id, len(passes)) for r in group], dtype=np.int64)
         out.append(
             Stream(
                 tid,
@@ -98,6 +100,7 @@ async def streams(
                 np.array([r.n for r in group], dtype=np.int64),
                 np.array([r.failures for r in group], dtype=np.int64),
                 baselines.get((tid, metric), {}),
+                batch,
             )
         )
     return out

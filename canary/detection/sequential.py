@@ -6,7 +6,7 @@ failed, because repeats of a temperature-0 probe on a server that is not batch-i
 together. Each probe version is a stratum with its own healthy rate, estimated from its own
 history (self-starting: the baseline before the look-back plus the stratum's earlier
 observations in it), so a probe the model always fails neither hides nor fakes a change, and a
-new probe version starts its own baseline. The detector is the mixture CUSUM e-detector of
+new probe version starts its own baseline. The detector is the mixture Shiryaev-Roberts e-detector of
 :mod:`canary.stats.edetector`, with its threshold derived from ``false_alarms_per_cell_year``.
 
 An incident is *active* from an alarm until the observations after the last alarm favour health
@@ -26,7 +26,12 @@ import numpy.typing as npt
 from canary.config.sections import DetectionSpec
 from canary.detection.decisions import Candidate, Counts, Kind
 from canary.stats import rate_difference_ci
-from canary.stats.edetector import DEFAULT_DELTAS, evidence_for_health, run_detector, threshold_for_budget
+from canary.stats.edetector import (
+    DEFAULT_DELTAS,
+    log_likelihood_ratios,
+    run_detector,
+    threshold_for_budget,
+)
 from canary.stats.rates import rate_upper_bounds
 from canary.stats.sequential import kl_bernoulli
 
@@ -39,7 +44,9 @@ class Stream:
     """One (cell, metric)'s observations over the look-back, oldest first, and each stratum's baseline.
 
     ``baseline`` maps a probe version to ``Counts(failing observations, observations)`` from
-    before the look-back; ``runs``/``failures`` are the raw run counts behind each observation.
+    before the look-back; ``runs``/``failures`` are the raw run counts behind each observation;
+    ``batch`` numbers the passes (observations of one pass arrive together, in no meaningful
+    order, so evidence that an incident is over is weighed at the end of a pass).
     """
 
     target_id: int
@@ -50,6 +57,7 @@ class Stream:
     runs: npt.NDArray[np.int64]
     failures: npt.NDArray[np.int64]
     baseline: Mapping[int, Counts]
+    batch: npt.NDArray[np.int64] | None = None
 
     @property
     def failed(self) -> npt.NDArray[np.bool_]:
@@ -59,10 +67,12 @@ class Stream:
 def null_rates(stream: Stream, spec: DetectionSpec) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
     """Each observation's healthy rate ``q0`` and whether its stratum had enough history before it.
 
-    ``q0`` is the upper ``baseline_confidence`` bound of the stratum's failure rate over the
-    observations before this one (baseline plus earlier look-back), floored at
+    ``q0`` is the upper ``baseline_confidence`` bound of the stratum's failure rate over its
+    observations up to ``window_s`` before this one (baseline plus earlier look-back), floored at
     ``baseline_floor``: an upper bound keeps the detector's likelihood ratios at most 1 in
-    expectation on a healthy cell, which is what its budget needs.
+    expectation on a healthy cell, which is what its budget needs. Observations of a stratum
+    whose bound reaches ``MAX_NULL_RATE`` are left out: a rise cannot show there, and the
+    Shiryaev-Roberts statistic would only count them as time.
     """
     failed = stream.failed
     prior_f = np.zeros(failed.size)
@@ -70,12 +80,16 @@ def null_rates(stream: Stream, spec: DetectionSpec) -> tuple[npt.NDArray[np.floa
     for s in np.unique(stream.stratum):
         idx = np.flatnonzero(stream.stratum == s)
         base = stream.baseline.get(int(s), Counts())
-        seen: npt.NDArray[np.int64] = np.cumsum(failed[idx]) - failed[idx]
+        # Only observations at least window_s older count, so a fault does not become its own
+        # baseline while it is being detected.
+        before = np.searchsorted(stream.at[idx], stream.at[idx] - spec.window_s, side="right")
+        seen = np.concatenate([[0], np.cumsum(failed[idx])])[before]
         prior_f[idx] = base.failures + seen
-        prior_n[idx] = base.n + np.arange(idx.size)
+        prior_n[idx] = base.n + before
     q0 = rate_upper_bounds(prior_f, prior_n, spec.baseline_confidence)
+    informative = q0 < MAX_NULL_RATE  # a probe that (nearly) always fails says nothing about a rise
     q0 = np.clip(q0, spec.baseline_floor, MAX_NULL_RATE)
-    return q0, prior_n >= spec.min_baseline_observations
+    return q0, (prior_n >= spec.min_baseline_observations) & informative
 
 
 def observations_per_alarm(stream: Stream, spec: DetectionSpec, now: float, tests: int) -> float:
@@ -117,31 +131,55 @@ def resolve_delta(failed: npt.NDArray[np.bool_], q0: npt.NDArray[np.float64]) ->
     return max(below) if below else DEFAULT_DELTAS[0]
 
 
-def incident(
+@dataclass(frozen=True)
+class Incident:
+    """A chain of alarms: from its change point to its last alarm, and whether it has cleared.
+
+    ``delta`` is the alternative it is resolved against; ``cleared`` the evidence for health
+    after its last alarm (up to the next incident, or the end); ``cleared_at`` the index at
+    which that evidence first reached the bound (``None`` while open).
+    """
+
+    start: int
+    last_alarm: int
+    delta: float
+    cleared: float
+    cleared_at: int | None
+
+
+def incidents(
     alarms: list[int],
     starts: list[int],
     failed: npt.NDArray[np.bool_],
     rates: npt.NDArray[np.float64],
     spec: DetectionSpec,
-) -> tuple[int, int, float, float] | None:
-    """The open incident of a stream's alarms: (change index, last alarm, resolve delta, cleared).
+    batch: npt.NDArray[np.int64] | None = None,
+) -> list[Incident]:
+    """Chain a stream's alarms into incidents.
 
-    Alarms chain into one incident until the observations after one of them clear it (favour
-    health ``resolve_likelihood_ratio`` times over the incident's own effect size); the next
-    alarm then starts a new incident. ``None`` when the last incident has been cleared too.
+    Alarms belong to one incident until the observations after one of them favour health
+    ``resolve_likelihood_ratio`` times over the incident's own effect size (running sum); the
+    next alarm then starts a new incident. With ``batch``, the evidence starts after the pass of
+    the alarm and is weighed only where a pass ends (the order inside a pass means nothing).
     """
     bound = math.log(spec.resolve_likelihood_ratio)
+    ends = np.ones(failed.size, bool) if batch is None else np.r_[batch[1:] != batch[:-1], True]
+    out: list[Incident] = []
     first = 0
-    for i in range(len(alarms)):
-        since, last = starts[first], alarms[i]
+    for i, last in enumerate(alarms):
+        since = starts[first]
         delta = resolve_delta(failed[since : last + 1], rates[since : last + 1])
         end = alarms[i + 1] if i + 1 < len(alarms) else failed.size
-        cleared = evidence_for_health(failed[last + 1 : end], rates[last + 1 : end], delta)
-        if i + 1 == len(alarms):
-            return None if cleared >= bound else (since, last, delta, cleared)
-        if cleared >= bound:
+        after = last + 1 + int(np.argmax(ends[last:]))  # the first observation after the alarm's pass
+        z = log_likelihood_ratios(failed[after:end], rates[after:end], [delta])[0]
+        evidence = -np.cumsum(z)
+        reached = np.flatnonzero((evidence >= bound) & ends[after:end])
+        cleared_at = after + int(reached[0]) if reached.size else None
+        if cleared_at is not None or i + 1 == len(alarms):
+            cleared = float(evidence[-1]) if evidence.size else 0.0
+            out.append(Incident(since, last, delta, cleared, cleared_at))
             first = i + 1
-    return None
+    return out
 
 
 def self_candidate(
@@ -150,7 +188,7 @@ def self_candidate(
     """The stream's active incident, or ``None``.
 
     1. Null rates per observation; observations of strata still building a baseline are dropped.
-    2. Threshold ``ln A + ln K`` from the budget; run the detector over the look-back.
+    2. Threshold ``ln A`` from the budget; run the detector over the look-back.
     3. No alarm, or the evidence since the last alarm has cleared it: ``None``.
     4. Otherwise a candidate with the counts since the change point, the effect and its CI
        against the pooled baseline, and the MDE of this test over the look-back.
@@ -161,14 +199,16 @@ def self_candidate(
     failed = stream.failed[usable]
     rates = q0[usable]
     a = observations_per_alarm(stream, spec, now, tests)
-    threshold = threshold_for_budget(a, len(DEFAULT_DELTAS))
+    threshold = threshold_for_budget(a)
     run = run_detector(failed, rates, threshold)
     if not run.alarmed:
         return None
-    episode = incident(run.alarms, run.starts, failed, rates, spec)
-    if episode is None:
+    batch = stream.batch[usable] if stream.batch is not None else None
+    chain = incidents(run.alarms, run.starts, failed, rates, spec, batch)
+    if not chain or chain[-1].cleared_at is not None:
         return None
-    since, last, delta, cleared = episode
+    current = chain[-1]
+    since, cleared, delta = current.start, current.cleared, current.delta
     observed = Counts(int(failed[since:].sum()), int(failed.size - since))
     base = sum(stream.baseline.values(), Counts())
     baseline = base if base.n else Counts(int(failed[:since].sum()), since)
@@ -193,7 +233,7 @@ def self_candidate(
         kind,
         statistic=run.peak,
         threshold=threshold,
-        p_value=min(1.0, len(DEFAULT_DELTAS) * math.exp(-run.peak)),  # Ville: 1 / the e-value
+        p_value=min(1.0, math.exp(-run.peak)),  # Ville: 1 / the e-value
         null_rate=pooled_q0,
         baseline=baseline,
         observed=observed,

@@ -1,4 +1,4 @@
-"""A stratified mixture CUSUM e-detector for failure streams, calibrated to a false-alarm budget.
+"""A stratified mixture Shiryaev-Roberts e-detector for failure streams, calibrated to a false-alarm budget.
 
 The stream of one (cell, metric) is a sequence of *observations*: one per (pass, probe version),
 ``failed = True`` when any of that pass's repeats of the probe failed (repeats of a
@@ -7,18 +7,20 @@ observation belongs to a stratum (its probe version) with its own healthy rate `
 model always fails and one it never fails are compared each with itself.
 
 Alternatives: a fault makes a fraction ``delta`` of the observations that would have passed
-fail, ``q1 = q0 + delta (1 - q0)``. The log-likelihood ratio of one observation is then
-``ln(q1/q0)`` on a failure and ``ln(1 - delta)`` on a pass, whatever the stratum. A stratum with
-``q0 = 1`` carries no evidence (both of its outcomes give ``ln 1 = 0`` or it cannot pass).
+fail, ``q1 = q0 + delta (1 - q0)``. The likelihood ratio ``L`` of one observation is then
+``q1/q0`` on a failure and ``1 - delta`` on a pass, whatever the stratum. A stratum with
+``q0 = 1`` carries no evidence.
 
-Detector: for each ``delta`` of a small grid, Page's CUSUM ``S = max(0, S + llr)``; alarm when
-``max_k S_k >= ln(A) + ln(K)``, then every statistic restarts at zero. Why that bound holds
-(Shin, Ramdas & Rinaldo, "E-detectors", 2023; Lorden 1971): each CUSUM is at most its
-Shiryaev-Roberts statistic ``R_t = sum_j prod_{i=j..t} L_i``, and the average ``(1/K) sum_k R_k``
-has expectation ``t`` after ``t`` healthy observations, so by the optional stopping argument
-the mean number of healthy observations before an alarm is at least ``A``. The bound needs
-``E[L] <= 1`` under health, which holds when the true rate is at most ``q0``: callers pass an
-upper confidence bound of the stratum's history. Nothing here needs the fault's size.
+Detector: for each ``delta`` of a small grid, the Shiryaev-Roberts statistic
+``R_t = (1 + R_{t-1}) L_t = sum_j prod_{i=j..t} L_i`` (a sum over every possible change point);
+alarm when the average ``(1/K) sum_k R_k`` reaches ``A``, then every statistic restarts at zero.
+Why ``A`` is the mean healthy run between false alarms (Pollak 1987; Shin, Ramdas & Rinaldo,
+"E-detectors", 2023): each ``R_k - t`` is a martingale under health when ``E[L] = 1`` (a
+supermartingale when ``E[L] <= 1``), so is their average, and optional stopping at the alarm
+gives ``E[alarm time] >= A``. ``E[L] <= 1`` holds when the true rate is at most ``q0``: callers
+pass an upper confidence bound of the stratum's history. Nothing here needs the fault's size.
+The Shiryaev-Roberts sum dominates Page's CUSUM (a max over the same products), so it alarms
+sooner for the same guarantee; the CUSUM's argmax still estimates where the change began.
 """
 
 from __future__ import annotations
@@ -29,18 +31,18 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from scipy.special import logsumexp
 
-DEFAULT_DELTAS = (0.005, 0.015, 0.05, 0.15, 0.4)
+DEFAULT_DELTAS = (0.002, 0.005, 0.015, 0.05, 0.15, 0.4)
 MAX_Q0 = 1.0 - 1e-9
+CHUNK = 4096
 
 
-def threshold_for_budget(observations_per_alarm: float, alternatives: int) -> float:
-    """The log threshold ``ln(A) + ln(K)`` that keeps the mean healthy run length at ``A`` or more."""
+def threshold_for_budget(observations_per_alarm: float) -> float:
+    """The log threshold ``ln(A)`` that keeps the mean healthy run between false alarms at ``A`` or more."""
     if observations_per_alarm < 1:
         raise ValueError(f"observations_per_alarm must be at least 1, got {observations_per_alarm}")
-    if alternatives < 1:
-        raise ValueError(f"alternatives must be at least 1, got {alternatives}")
-    return math.log(observations_per_alarm) + math.log(alternatives)
+    return math.log(observations_per_alarm)
 
 
 def log_likelihood_ratios(
@@ -59,10 +61,19 @@ def log_likelihood_ratios(
     return np.where(x, on_failure, on_pass)
 
 
-def _cusum(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """Page's recursion from zero along the last axis, in closed form (Lindley): ``W_t - min(0, min W)``."""
+def log_shiryaev_roberts(
+    z: npt.NDArray[np.float64], log_start: npt.ArrayLike = -np.inf
+) -> npt.NDArray[np.float64]:
+    """``ln R_t`` along the last axis from ``R_0 = exp(log_start)`` (0 by default), in closed form.
+
+    With ``W_t = z_1 + ... + z_t``: ``R_t = exp(W_t) (R_0 + sum_{j<=t} exp(-W_{j-1}))``, so
+    ``ln R_t = W_t + logcumsumexp(ln R_0, -W_0, -W_1, ...)``: a cumulative sum and a running
+    log-sum-exp.
+    """
     w = np.cumsum(z, axis=-1)
-    return w - np.minimum(np.minimum.accumulate(w, axis=-1), 0.0)
+    before = np.concatenate([np.zeros((*w.shape[:-1], 1)), -w[..., :-1]], axis=-1)
+    before[..., 0] = np.logaddexp(np.asarray(log_start, dtype=np.float64), 0.0)
+    return w + np.logaddexp.accumulate(before, axis=-1)
 
 
 @dataclass(frozen=True)
@@ -70,18 +81,16 @@ class DetectorRun:
     """One pass of the detector over a stream.
 
     ``alarms`` are the indices of the observations at which it alarmed (after each it restarted),
-    ``starts`` where each alarm's excursion left zero (its likeliest change point),
-    ``peak`` the statistic at the last alarm and ``delta`` the alternative that raised it (at
-    the end of the stream when it never alarmed); ``statistic`` is the final ``max_k S_k``;
-    ``excursion_start`` the index where the excursion behind the last alarm (or the current one)
-    left zero, the likeliest change point.
+    ``starts`` where each alarm's likeliest change point lies (the CUSUM's argmax for the
+    leading alternative), ``peak`` the mixture statistic ``ln((1/K) sum_k R_k)`` at the last
+    alarm and ``delta`` the alternative that led it (at the end of the stream without an alarm);
+    ``statistic`` is the mixture statistic at the end.
     """
 
     alarms: list[int]
     starts: list[int]
     statistic: float
     threshold: float
-    excursion_start: int
     delta: float
     peak: float
 
@@ -90,10 +99,10 @@ class DetectorRun:
         return bool(self.alarms)
 
 
-def _excursion_start(path: npt.NDArray[np.float64], upto: int) -> int:
-    """Index after the last zero of ``path`` before ``upto`` (0 when it never sat at zero)."""
-    zeros = np.flatnonzero(path[:upto] <= 0.0)
-    return int(zeros[-1]) + 1 if zeros.size else 0
+def _change_point(z: npt.NDArray[np.float64], upto: int) -> int:
+    """The ``j <= upto`` maximising ``z_j + ... + z_upto``: where the excursion began."""
+    w = np.concatenate([[0.0], np.cumsum(z[: upto + 1])])
+    return int(np.argmin(w[: upto + 1]))
 
 
 def run_detector(
@@ -102,46 +111,35 @@ def run_detector(
     threshold: float,
     deltas: Sequence[float] = DEFAULT_DELTAS,
 ) -> DetectorRun:
-    """Run the mixture CUSUM over a stream (oldest first), restarting after every alarm.
+    """Run the mixture Shiryaev-Roberts detector over a stream (oldest first), restarting after alarms.
 
     1. Compute every alternative's LLRs.
-    2. From the current start, the CUSUM paths in closed form; the first index where the largest
-       reaches ``threshold`` is an alarm.
+    2. From the current start, every ``ln R_k`` in closed form and their log-average; the first
+       index where it reaches ``threshold`` is an alarm.
     3. Restart after it and repeat until the stream ends (alarms are rare, so few segments).
     """
     z = log_likelihood_ratios(failed, q0, deltas)
-    t = z.shape[1]
+    t, k = z.shape[1], len(deltas)
     alarms: list[int] = []
     starts: list[int] = []
-    start, excursion, peak, lead = 0, 0, 0.0, 0
-    final = np.zeros(len(deltas))
+    state = np.full(k, -np.inf)  # ln R_k where the chunk begins
+    begin, start, peak, lead, final = 0, 0, 0.0, 0, -math.inf
     while start < t:
-        paths = _cusum(z[:, start:])
-        top = paths.max(axis=0)
-        hit = np.flatnonzero(top >= threshold)
+        # Chunks bound the work after each restart; the state carries R across them.
+        logs = log_shiryaev_roberts(z[:, start : start + CHUNK], state)
+        mixture = logsumexp(logs, axis=0) - math.log(k)
+        hit = np.flatnonzero(mixture >= threshold)
         if hit.size == 0:
-            final = paths[:, -1]
-            if not alarms:
-                lead = int(np.argmax(final))
-                excursion = start + _excursion_start(paths[lead], paths.shape[1])
-            break
+            state, start = logs[:, -1], start + logs.shape[1]
+            final = float(mixture[-1])
+            continue
         i = int(hit[0])
-        lead = int(np.argmax(paths[:, i]))
+        lead = int(np.argmax(logs[:, i]))
         alarms.append(start + i)
-        peak = float(paths[lead, i])
-        excursion = start + _excursion_start(paths[lead], i + 1)
-        starts.append(excursion)
-        start += i + 1
-        final = np.zeros(len(deltas))
-    return DetectorRun(alarms, starts, float(final.max()), threshold, excursion, float(deltas[lead]), peak)
-
-
-def evidence_for_health(failed: npt.ArrayLike, q0: npt.ArrayLike, delta: float) -> float:
-    """Log-likelihood ratio of health (``q0``) against the alternative ``delta`` over the observations.
-
-    After an alarm, this is how strongly the observations since say the fault is over.
-    """
-    x = np.asarray(failed, dtype=bool)
-    if x.size == 0:
-        return 0.0
-    return float(-log_likelihood_ratios(x, q0, [delta])[0].sum())
+        starts.append(begin + _change_point(z[lead, begin:], start + i - begin))
+        peak = float(mixture[i])
+        begin = start = start + i + 1
+        state, final = np.full(k, -np.inf), -math.inf
+    if not alarms and t:
+        lead = int(np.argmax(state))
+    return DetectorRun(alarms, starts, max(final, 0.0), threshold, float(deltas[lead]), peak)

@@ -42,7 +42,8 @@ def stream(failed_by_pass: np.ndarray, probes: int = 10, baseline: Counts = CLEA
         failures[i * probes : i * probes + int(k)] = 1
     stratum = np.tile(np.arange(probes), passes)
     base = dict.fromkeys(range(probes), baseline)
-    return Stream(1, "m/p/a", "unexpected_script", at, stratum, np.ones_like(failures), failures, base)
+    batch = np.repeat(np.arange(passes), probes)
+    return Stream(1, "m/p/a", "unexpected_script", at, stratum, np.ones_like(failures), failures, base, batch)
 
 
 # --- pure decisions --------------------------------------------------------------------------
@@ -66,7 +67,7 @@ def test_a_probe_that_always_fails_is_its_own_stratum_and_fakes_nothing() -> Non
     always = np.full(72, 1)  # probe 0 fails in every pass, and always did
     s = stream(always, baseline=Counts(0, 200))
     s = Stream(s.target_id, s.cell, s.metric, s.at, s.stratum, s.runs, s.failures,
-               {0: Counts(200, 200), **{k: Counts(0, 200) for k in range(1, 10)}})  # fmt: skip
+               {0: Counts(200, 200), **{k: Counts(0, 200) for k in range(1, 10)}}, s.batch)  # fmt: skip
     assert self_candidate(s, SPEC, T, tests=7) is None
 
 

@@ -1,4 +1,4 @@
-"""The stratified mixture CUSUM: exact against Page's recursion, and its run-length bound by simulation."""
+"""The mixture Shiryaev-Roberts detector: exact against its recursion; its run-length bound by simulation."""
 
 from __future__ import annotations
 
@@ -7,23 +7,33 @@ import math
 import numpy as np
 import pytest
 
-from canary.stats import BernoulliCUSUM
-from canary.stats.edetector import log_likelihood_ratios, run_detector, threshold_for_budget
+from canary.stats.edetector import (
+    log_likelihood_ratios,
+    log_shiryaev_roberts,
+    run_detector,
+    threshold_for_budget,
+)
 
 
-def test_one_alternative_on_one_stratum_is_pages_cusum_with_restarts() -> None:
+def test_the_closed_form_is_the_shiryaev_roberts_recursion_with_restarts() -> None:
     rng = np.random.default_rng(1)
-    q0, delta, h = 0.02, 0.05, 4.0
+    q0, delta = 0.02, 0.05
     failed = rng.random(3000) < 0.05
-    reference = BernoulliCUSUM(q0, q0 + delta * (1 - q0), h)
-    expected = []
-    for i, x in enumerate(failed):
-        if reference.update_one(bool(x)).alarm:
+    h = math.log(200.0)
+    z = log_likelihood_ratios(failed, np.full(failed.size, q0), [delta])[0]
+    r, expected = 0.0, []
+    for i, step in enumerate(z):
+        r = (1.0 + r) * math.exp(step)  # R_t = (1 + R_{t-1}) L_t
+        if r >= 200.0:
             expected.append(i)
-            reference.reset()
+            r = 0.0
     run = run_detector(failed, np.full(failed.size, q0), h, deltas=[delta])
     assert run.alarms == expected
-    assert run.statistic == pytest.approx(reference.state.statistic)
+    direct = [sum(math.exp(sum(z[j : i + 1])) for j in range(i + 1)) for i in range(50)]
+    assert np.allclose(np.exp(log_shiryaev_roberts(z[:50])), direct)
+    # Carrying R across chunks is the same as one pass.
+    whole = log_shiryaev_roberts(z[:100])
+    assert np.allclose(log_shiryaev_roberts(z[50:100], whole[49]), whole[50:])
 
 
 def test_a_pass_costs_the_same_in_every_stratum_and_a_failure_more_where_it_is_rarer() -> None:
@@ -33,8 +43,8 @@ def test_a_pass_costs_the_same_in_every_stratum_and_a_failure_more_where_it_is_r
 
 
 def test_a_probe_that_always_fails_carries_no_evidence() -> None:
-    run = run_detector(np.ones(10_000, bool), np.ones(10_000), threshold=3.0)
-    assert run.alarms == [] and run.statistic < 1e-3
+    z = log_likelihood_ratios(np.ones(100, bool), np.ones(100))
+    assert np.all(np.abs(z) < 1e-6)
 
 
 @pytest.mark.parametrize("budget", [200.0, 1000.0])
@@ -45,12 +55,22 @@ def test_mean_healthy_run_between_false_alarms_is_at_least_the_budget(budget: fl
     strata = rng.integers(0, rates.size, 400_000)
     failed = rng.random(strata.size) < rates[strata]
     q0 = np.maximum(rates[strata], 0.001)  # the floor a clean history gets
-    h = threshold_for_budget(budget, 5)
+    h = threshold_for_budget(budget)
     run = run_detector(failed, q0, h)
     alarms = len(run.alarms)
-    # Poisson upper bound on the alarm count the budget allows, 3 sigma of Monte Carlo error.
+    # The mean run between alarms is at least A: at most T/A alarms, plus 3 sigma of Monte Carlo error.
     allowed = strata.size / budget
     assert alarms <= allowed + 3 * math.sqrt(allowed), (alarms, allowed)
+
+
+@pytest.mark.parametrize("rate", [0.001, 0.01, 0.1])
+def test_on_one_stratum_at_exactly_its_rate_the_budget_is_met_and_nearly_spent(rate: float) -> None:
+    """The hardest case for the bound: the healthy rate is exactly q0 (E[L] = 1)."""
+    rng = np.random.default_rng(11)
+    failed = rng.random(1_000_000) < rate
+    run = run_detector(failed, np.full(failed.size, rate), threshold_for_budget(1000.0))
+    allowed = failed.size / 1000.0
+    assert 0.5 * allowed <= len(run.alarms) <= allowed + 3 * math.sqrt(allowed), (len(run.alarms), allowed)
 
 
 def test_a_fault_is_found_soon_after_it_starts_and_the_excursion_marks_its_start() -> None:
@@ -58,8 +78,9 @@ def test_a_fault_is_found_soon_after_it_starts_and_the_excursion_marks_its_start
     healthy = rng.random(5000) < 0.001
     faulty = rng.random(2000) < 0.05
     failed = np.r_[healthy, faulty]
-    run = run_detector(failed, np.full(failed.size, 0.002), threshold_for_budget(1e5, 5))
+    run = run_detector(failed, np.full(failed.size, 0.002), threshold_for_budget(1e5))
     assert run.alarms and 5000 <= run.alarms[0] < 5400
+    assert 4900 <= run.starts[0] <= run.alarms[0]
 
 
 def test_cmh_on_one_stratum_is_pearsons_chi_square_scaled_by_n_minus_1_over_n() -> None:
