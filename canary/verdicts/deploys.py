@@ -3,9 +3,9 @@
 A deploy names canary cells and baseline cells and a window (start, duration). While the window
 is open every replica bursts probes on the cells it owns; the replica holding the singleton lock
 evaluates running deploys every ``verdict_interval_s`` with :func:`canary.verdicts.judgement.judge` and
-stores the result in ``deploys.details``, ending the deploy when the window closes or when the
-consecutive-failure limit is reached. The verdict logic itself is pure; this module only reads
-and writes.
+stores the result in ``deploys.details``, ending the deploy when the window closes or at the
+first FAIL (the tests are anytime-valid, so a FAIL at any look is as trustworthy as one at the
+end). The verdict logic itself is pure; this module only reads and writes.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ from canary.verdicts.judgement import DeployState, MetricSamples, Verdict, advan
 
 REQUEST_ERRORS = "request_errors"  # failed requests (timeouts, 5xx...) as a rate metric
 LATENCY = "latency_ms"
-MAX_VALUES = 5000  # latency values read per side; Mann-Whitney needs no more
+# Latency values read per side: the first ones of the window, so the sample only grows (the median
+# tests are valid for a growing sample, not a sliding one) and stops growing at the cap.
+MAX_VALUES = 5000
 
 
 DEPLOYS: sa.Table = DeployRow.__table__  # type: ignore[assignment]
@@ -170,7 +172,7 @@ async def collect_samples(
             sa.text(
                 "SELECT r.latency_ms FROM runs r JOIN targets t ON t.id = r.target_id"
                 " WHERE t.cell = ANY(:cells) AND r.started_at >= :start AND r.started_at < :end"
-                " AND r.status = 'ok' ORDER BY r.started_at DESC LIMIT :limit"
+                " AND r.status = 'ok' ORDER BY r.started_at, r.id LIMIT :limit"
             ),
             {**window, "limit": MAX_VALUES},
         )
@@ -189,18 +191,17 @@ async def collect_samples(
 async def evaluate_deploy(
     engine: AsyncEngine, row: Deploy, policy: VerdictPolicy, now: datetime
 ) -> DeployState:
-    """1. Read both sides' samples from the window so far. 2. Judge them (in a worker thread:
-    exact tests can take a second). 3. Advance the status with the consecutive-failure limit.
-    4. Store status and details, only if the deploy is still running (a concurrent end wins)."""
+    """1. Read both sides' samples from the window so far. 2. Judge them (in a worker thread: the
+    power computations can take a second). 3. Advance the status: a FAIL ends the deploy, the end
+    of the window decides the rest. 4. Store status and details, only if the deploy is still
+    running (a concurrent end wins)."""
     end = min(now, row.ends_at)
     async with engine.connect() as conn:
         samples = await collect_samples(conn, row.canary_cells, row.baseline_cells, row.started_at, end)
     verdict: Verdict = await anyio.to_thread.run_sync(judge, samples, policy)
-    streak = int((row.details or {}).get("fail_streak", 0))
-    state = advance(verdict, streak, window_over=now >= row.ends_at, policy=policy)
+    state = advance(verdict, window_over=now >= row.ends_at)
     details = {
         **verdict.to_dict(),
-        "fail_streak": state.fail_streak,
         "evaluated_at": now.isoformat(),
         "status_reason": state.reason,
     }
@@ -240,7 +241,6 @@ def deploy_json(row: Deploy) -> dict[str, Any]:
         "ends_at": row.ends_at.isoformat(),
         "duration_s": row.duration_s,
         "evaluated_at": details.get("evaluated_at"),
-        "fail_streak": details.get("fail_streak", 0),
         "latest": details.get("verdict"),
         "metrics": details.get("metrics", []),
     }

@@ -1,20 +1,31 @@
 """Per-deploy verdicts: canary cells against baseline cells, metric by metric. Pure: no I/O, no clock.
 
 A deploy's verdict is PASS, FAIL or INCONCLUSIVE, and INCONCLUSIVE means "a human decides", never
-"pass". :func:`judge` takes per-metric failure counts (and continuous values such as latency) for
-both sides and applies a :class:`~canary.config.sections.VerdictPolicy` (``[service.verdict]``):
+"pass". The service re-judges a running deploy every 30 s, so every test here is anytime-valid: its
+evidence is an e-value that may be watched (:mod:`canary.stats.two_sample`,
+:mod:`canary.stats.median_shift`). :func:`judge` takes per-metric failure counts (and continuous
+values such as latency) for both sides and applies a
+:class:`~canary.config.sections.VerdictPolicy` (``[service.verdict]``):
 
-1. Each metric is tested on its own: an exact test for failure rates (Boschloo, else Fisher; one
-   sided: "does the canary fail more often?"), Mann-Whitney U for continuous values.
-2. A metric with fewer than ``min_samples`` observations on either side is INCONCLUSIVE.
-3. Across the deciding (not muted) metrics, Benjamini-Hochberg at ``alpha`` picks the significant
-   ones; a significant metric whose effect exceeds the practical threshold FAILs, others PASS.
+1. Each metric gets an e-value against "no harm": for a rate, that the canary fails more often
+   than the baseline by at most ``min_effect``; for a continuous metric, that the canary's median
+   is at most ``1 + min_relative_shift`` times the baseline's.
+2. e-BH at ``alpha`` across the deciding (not muted) metrics picks the failing ones; a lone
+   metric fails at ``e >= m/alpha`` for ``m`` deciding metrics. Muted metrics are judged alone at
+   ``1/alpha``. Whatever the number of looks, a deploy whose canary does no harm on any metric
+   FAILs with probability at most ``alpha``.
+3. A metric that does not fail PASSes only with at least ``min_samples`` per side and enough
+   evidence of no harm: for a rate, the test's minimum detectable effect (the increase it catches
+   with probability ``power`` at these sample sizes, at a baseline rate planned from the baseline's
+   data) is at most ``detect_effect``; for a continuous metric, the e-value that the median is
+   *below* the ``1 + min_relative_shift`` ratio reaches ``1/(1 - power)``. Otherwise it is
+   INCONCLUSIVE, with the reason.
 4. Overall: a failing critical metric fails the verdict alone; more than ``tolerated_failures``
-   failing ordinary metrics fail it; a critical metric without enough samples, or no metric with
+   failing ordinary metrics fail it; a critical metric short of evidence, or no metric with
    enough, makes it INCONCLUSIVE; otherwise PASS. Muted (dry-run) metrics are reported, never decide.
 
-:func:`advance` turns successive evaluations of a running deploy into its status, with the
-consecutive-failure limit that deploy gates (Flagger's ``threshold``, Argo's ``failureLimit``) use.
+:func:`advance` turns an evaluation of a running deploy into its status: a FAIL ends it at once
+(the threshold already allows for every look), a PASS waits for the end of the window.
 """
 
 from __future__ import annotations
@@ -34,7 +45,11 @@ EXIT_CODES: dict[str, int] = {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 2}
 
 @dataclass(frozen=True)
 class MetricSamples:
-    """One metric's observations on both sides: failure counts, or continuous values."""
+    """One metric's observations on both sides: failure counts, or continuous values.
+
+    Counts and values are everything observed in the deploy's window so far: the tests are
+    anytime-valid for a sample that grows, not for a sliding one.
+    """
 
     metric: str
     canary_failures: int = 0
@@ -61,13 +76,19 @@ class MetricResult:
     muted: bool
     canary_n: int
     baseline_n: int
-    canary_rate: float | None = None
+    canary_rate: float | None = None  # the median for continuous values
     baseline_rate: float | None = None
-    effect: float | None = None  # rate difference, or Hodges-Lehmann shift for continuous values
-    ci_low: float | None = None
+    effect: float | None = None  # rate difference, or relative median shift (canary/baseline - 1)
+    ci_low: float | None = None  # anytime-valid confidence sequence for the effect, at 1 - alpha
     ci_high: float | None = None
-    p_value: float | None = None
+    p_value: float | None = None  # min(1, 1/e_value): an anytime-valid p-value
     method: str | None = None
+    e_value: float | None = None  # evidence of harm
+    e_threshold: float | None = None  # what e_value must reach to fail on its own
+    mde: float | None = None  # rates: increase detected with `power` at these sample sizes
+    planned_baseline_rate: float | None = None  # the baseline rate the MDE is computed at
+    safe_e_value: float | None = None  # continuous: evidence of no harm (PASS at 1/(1 - power))
+    log_e: float = field(default=0.0, repr=False)
 
 
 @dataclass
@@ -81,77 +102,132 @@ class Verdict:
         return EXIT_CODES[self.outcome]
 
     def to_dict(self) -> dict[str, Any]:
-        def clean(value: Any) -> Any:  # JSON has no NaN
+        def clean(value: Any) -> Any:  # JSON has no NaN or infinity
             return None if isinstance(value, float) and not math.isfinite(value) else value
 
         return {
             "verdict": self.outcome,
             "reason": self.reason,
             "exit_code": self.exit_code,
-            "metrics": [{k: clean(v) for k, v in asdict(m).items()} for m in self.metrics],
+            "metrics": [{k: clean(v) for k, v in asdict(m).items() if k != "log_e"} for m in self.metrics],
         }
 
 
-def _test(s: MetricSamples, policy: VerdictPolicy) -> MetricResult:
-    """Run the metric's test; the outcome is provisional until multiple testing is applied."""
-    # scipy.stats takes a second to import; loading it on the first verdict keeps `canary serve`
-    # start-up fast.
-    from canary.stats import compare_continuous, compare_rates
+def _e(log_e: float) -> float:
+    return math.exp(min(log_e, 690.0))  # ~1e300: beyond any threshold, still a finite float
 
+
+def _rate_result(s: MetricSamples, policy: VerdictPolicy, critical: bool, muted: bool) -> MetricResult:
+    # scipy takes a second to import; loading it on the first verdict keeps `canary serve` start-up fast.
+    from canary.stats.two_sample import planning_rate, rate_difference_cs, rate_evidence
+
+    r = MetricResult(s.metric, "rate", "INCONCLUSIVE", "", critical, muted, s.canary_n, s.baseline_n)
+    ev = rate_evidence(
+        s.canary_failures, s.canary_n, s.baseline_failures, s.baseline_n,
+        margin=policy.min_effect, effect=policy.detect_effect,
+    )  # fmt: skip
+    r.canary_rate = ev.canary_rate if s.canary_n else None
+    r.baseline_rate = ev.baseline_rate if s.baseline_n else None
+    if s.canary_n and s.baseline_n:
+        r.effect = ev.canary_rate - ev.baseline_rate
+    r.ci_low, r.ci_high = rate_difference_cs(
+        s.canary_failures, s.canary_n, s.baseline_failures, s.baseline_n, policy.alpha
+    )
+    r.log_e, r.e_value, r.p_value = ev.log_e, ev.e_value, ev.p_value
+    if s.baseline_n:
+        r.planned_baseline_rate = planning_rate(
+            s.baseline_failures, s.baseline_n, policy.detect_effect, policy.power
+        )
+    r.method = "e-value (universal inference, beta mixture)"
+    return r
+
+
+def _continuous_result(s: MetricSamples, policy: VerdictPolicy, critical: bool, muted: bool) -> MetricResult:
+    from canary.stats.median_shift import log_e_median_greater, median_ratio_cs
+
+    x = np.asarray(s.canary_values or (), dtype=np.float64)
+    y = np.asarray(s.baseline_values or (), dtype=np.float64)
+    r = MetricResult(s.metric, "continuous", "INCONCLUSIVE", "", critical, muted, x.size, y.size)
+    ratio = 1.0 + policy.min_relative_shift
+    r.log_e = log_e_median_greater(x, ratio * y)
+    r.e_value, r.p_value = _e(r.log_e), math.exp(-max(r.log_e, 0.0))
+    r.safe_e_value = _e(log_e_median_greater(ratio * y, x))
+    if x.size and y.size:
+        r.canary_rate, r.baseline_rate = float(np.median(x)), float(np.median(y))
+        if r.baseline_rate > 0:
+            r.effect = r.canary_rate / r.baseline_rate - 1.0
+        r.ci_low, r.ci_high = median_ratio_cs(x, y, policy.alpha)
+    r.method = "e-value (sign tests on the medians)"
+    return r
+
+
+def _evidence(s: MetricSamples, policy: VerdictPolicy) -> MetricResult:
     critical, muted = s.metric in policy.critical_metrics, s.metric in policy.muted_metrics
     if s.continuous:
-        x, y = s.canary_values or (), s.baseline_values or ()
-        result = MetricResult(s.metric, "continuous", "INCONCLUSIVE", "", critical, muted, len(x), len(y))
-        if len(x) < policy.min_samples or len(y) < policy.min_samples:
-            result.reason = f"too few samples (need {policy.min_samples} per side)"
-            return result
-        shift = compare_continuous(x, y, alternative="greater")
-        result.canary_rate, result.baseline_rate = float(np.median(x)), float(np.median(y))
-        result.effect, result.ci_low, result.ci_high = shift.shift, shift.ci_low, shift.ci_high
-        result.p_value, result.method = shift.p_value, "mann-whitney"
-        return result
-    result = MetricResult(s.metric, "rate", "INCONCLUSIVE", "", critical, muted, s.canary_n, s.baseline_n)
-    if s.canary_n < policy.min_samples or s.baseline_n < policy.min_samples:
-        result.reason = f"too few samples (need {policy.min_samples} per side)"
-        return result
-    cmp = compare_rates(s.canary_failures, s.canary_n, s.baseline_failures, s.baseline_n, "greater")
-    result.canary_rate, result.baseline_rate = cmp.rate, cmp.baseline_rate
-    result.effect, result.ci_low, result.ci_high = cmp.effect, cmp.ci_low, cmp.ci_high
-    result.p_value, result.method = cmp.p_value, cmp.method
-    return result
+        return _continuous_result(s, policy, critical, muted)
+    return _rate_result(s, policy, critical, muted)
 
 
-def _harmful(r: MetricResult, policy: VerdictPolicy) -> bool:
-    """Whether a significant difference is large enough to matter."""
-    if r.effect is None:
-        return False
-    if r.kind == "rate":
-        return r.effect > policy.min_effect
-    return r.effect > policy.min_relative_shift * abs(r.baseline_rate or 0.0)
+def _pts(v: float) -> str:
+    return f"+{100 * v:.1f} pts" if math.isfinite(v) else "none"
+
+
+def _pass_or_wait(r: MetricResult, policy: VerdictPolicy, threshold: float) -> None:
+    """Step 3: PASS with enough samples and evidence of no harm, else INCONCLUSIVE saying why."""
+    from canary.stats.two_sample import rate_mde
+
+    if r.planned_baseline_rate is not None and r.canary_n:
+        r.mde = rate_mde(
+            r.canary_n, r.baseline_n, r.planned_baseline_rate, threshold, policy.power,
+            margin=policy.min_effect, effect=policy.detect_effect,
+        )  # fmt: skip
+    if r.canary_n < policy.min_samples or r.baseline_n < policy.min_samples:
+        r.outcome, r.reason = "INCONCLUSIVE", f"too few samples (need {policy.min_samples} per side)"
+    elif r.kind == "rate":
+        assert r.mde is not None
+        n = f"{r.canary_n}/{r.baseline_n} runs"
+        if r.mde <= policy.detect_effect:
+            r.outcome, r.reason = (
+                "PASS",
+                f"no evidence of harm; {n} detect {_pts(r.mde)} at power {policy.power}",
+            )
+        else:
+            r.outcome = "INCONCLUSIVE"
+            r.reason = f"no evidence of harm, but {n} detect only {_pts(r.mde)} at power {policy.power}"
+            r.reason += f" (need {_pts(policy.detect_effect)})"
+    else:
+        needed = 1.0 / (1.0 - policy.power)
+        shift = f"{1.0 + policy.min_relative_shift:g}x the baseline's"
+        if (r.safe_e_value or 0.0) >= needed:
+            r.outcome, r.reason = "PASS", f"median below {shift} (e={r.safe_e_value:.3g} >= {needed:.3g})"
+        else:
+            r.outcome, r.reason = "INCONCLUSIVE", f"not yet shown that the median is below {shift}"
 
 
 def _decide_metrics(results: list[MetricResult], policy: VerdictPolicy) -> None:
-    """Steps 2-3: BH across deciding metrics; muted metrics are judged alone at ``alpha``."""
-    from canary.stats import benjamini_hochberg
+    """Steps 2-3: e-BH across deciding metrics; muted metrics are judged alone at ``1/alpha``."""
+    from canary.stats.two_sample import e_benjamini_hochberg
 
-    tested = [r for r in results if r.p_value is not None]
-    deciding = [r for r in tested if not r.muted]
-    p_values = [r.p_value if r.p_value is not None else 1.0 for r in deciding]
-    rejected: list[bool] = [bool(v) for v in benjamini_hochberg(p_values, q=policy.alpha)] if deciding else []
-    significant = {id(r) for r, rej in zip(deciding, rejected, strict=True) if rej}
-    significant |= {id(r) for r in tested if r.muted and (r.p_value or 1.0) <= policy.alpha}
-    for r in tested:
-        if id(r) in significant and _harmful(r, policy):
-            r.outcome, r.reason = "FAIL", f"canary worse than baseline (p={r.p_value:.2g})"
-        elif id(r) in significant:
-            r.outcome, r.reason = "PASS", "significant but below the practical threshold"
+    deciding = [r for r in results if not r.muted]
+    rejected = [bool(v) for v in e_benjamini_hochberg([_e(r.log_e) for r in deciding], policy.alpha)]
+    failing = {id(r) for r, rej in zip(deciding, rejected, strict=True) if rej}
+    failing |= {id(r) for r in results if r.muted and r.log_e >= math.log(1.0 / policy.alpha)}
+    for r in results:
+        r.e_threshold = (1.0 if r.muted else len(deciding)) / policy.alpha
+        if id(r) in failing:
+            if r.kind == "rate":
+                worse = "fails more often than the baseline"
+                worse += f" by more than {_pts(policy.min_effect)}" if policy.min_effect else ""
+            else:
+                worse = f"median above {1.0 + policy.min_relative_shift:g}x the baseline's"
+            r.outcome, r.reason = "FAIL", f"canary {worse} (e={r.e_value:.3g}, p={r.p_value:.2g})"
         else:
-            r.outcome, r.reason = "PASS", "no significant difference"
+            _pass_or_wait(r, policy, r.e_threshold)
 
 
 def judge(samples: Sequence[MetricSamples], policy: VerdictPolicy) -> Verdict:
     """Judge a deploy from per-metric samples (see the module docstring for the steps)."""
-    results = [_test(s, policy) for s in sorted(samples, key=lambda s: s.metric)]
+    results = [_evidence(s, policy) for s in sorted(samples, key=lambda s: s.metric)]
     _decide_metrics(results, policy)
     deciding = [r for r in results if not r.muted]
     failed_critical = [r.metric for r in deciding if r.critical and r.outcome == "FAIL"]
@@ -162,9 +238,10 @@ def judge(samples: Sequence[MetricSamples], policy: VerdictPolicy) -> Verdict:
         return Verdict("FAIL", f"metrics failed: {', '.join(failed_other)}", results)
     short_critical = [r.metric for r in deciding if r.critical and r.outcome == "INCONCLUSIVE"]
     if short_critical:
-        return Verdict("INCONCLUSIVE", f"too few samples for critical {', '.join(short_critical)}", results)
+        reasons = "; ".join(f"{r.metric}: {r.reason}" for r in deciding if r.metric in short_critical)
+        return Verdict("INCONCLUSIVE", f"not enough evidence for critical {reasons}", results)
     if not any(r.outcome == "PASS" for r in deciding):
-        return Verdict("INCONCLUSIVE", "no metric has enough samples on both sides", results)
+        return Verdict("INCONCLUSIVE", "no metric has enough evidence either way", results)
     return Verdict("PASS", "no metric worse on the canary", results)
 
 
@@ -173,20 +250,18 @@ class DeployState:
     """What :func:`advance` decides after one evaluation of a deploy."""
 
     status: Literal["running", "pass", "fail", "inconclusive"]
-    fail_streak: int
     reason: str
 
 
-def advance(verdict: Verdict, fail_streak: int, window_over: bool, policy: VerdictPolicy) -> DeployState:
+def advance(verdict: Verdict, window_over: bool) -> DeployState:
     """The deploy's status after an evaluation.
 
-    While the window is open, a FAIL must repeat on ``consecutive_failures`` evaluations in a row
-    to end the deploy early (one unlucky look is not enough); PASS never ends it early, because
-    the canary must run its whole window. When the window is over, the last evaluation decides.
+    A FAIL ends the deploy at once, at any look: its e-value threshold holds however often the
+    deploy is looked at, so no repetition is needed. PASS never ends it early, because the canary
+    must run its whole window; when the window is over, the last evaluation decides.
     """
-    streak = fail_streak + 1 if verdict.outcome == "FAIL" else 0
+    if verdict.outcome == "FAIL":
+        return DeployState("fail", verdict.reason)
     if window_over:
-        return DeployState(verdict.outcome.lower(), streak, verdict.reason)  # type: ignore[arg-type]
-    if streak >= policy.consecutive_failures:
-        return DeployState("fail", streak, f"{verdict.reason} ({streak} evaluations in a row)")
-    return DeployState("running", streak, verdict.reason)
+        return DeployState(verdict.outcome.lower(), verdict.reason)  # type: ignore[arg-type]
+    return DeployState("running", verdict.reason)

@@ -1,5 +1,5 @@
 """Deploy verdicts from real stored runs: identical fleets pass, a corrupt canary fails, few runs are
-inconclusive; running deploys end early only after repeated failures."""
+inconclusive; a running deploy ends at the first failing look and otherwise runs its window."""
 
 from __future__ import annotations
 
@@ -15,12 +15,21 @@ from canary.probing.runner import run_pass
 from canary.service.api import ApiContext, create_app
 from canary.service.metrics import ServiceMetrics
 from canary.storage.tables import DeployRow
-from canary.verdicts.deploys import active_bursts, create_deploy, evaluate_running, get_deploy, list_deploys
+from canary.verdicts.deploys import (
+    active_bursts,
+    create_deploy,
+    deploy_json,
+    evaluate_running,
+    get_deploy,
+    list_deploys,
+)
 from tests.service.conftest import MakeConfig
 
 pytestmark = pytest.mark.anyio
 
-POLICY = VerdictPolicy(min_samples=20, consecutive_failures=2)
+# 25 canary runs against 50 baseline runs rule out +40 pts (MDE ~ +37 pts at power 0.8, three
+# deciding metrics: e >= 60 to fail alone).
+POLICY = VerdictPolicy(min_samples=20, detect_effect=0.4)
 
 
 async def judged(
@@ -43,6 +52,26 @@ async def test_identical_fleets_pass(engine: AsyncEngine, make_config: MakeConfi
     assert details["verdict"] == "PASS" and details["exit_code"] == 0
     metric = {m["metric"]: m for m in details["metrics"]}["unexpected_script"]  # type: ignore[attr-defined]
     assert (metric["canary_n"], metric["baseline_n"]) == (25, 50)
+    assert metric["mde"] <= POLICY.detect_effect and metric["e_value"] < 1
+
+
+async def test_identical_fleets_short_of_the_stated_effect_are_inconclusive(
+    engine: AsyncEngine, make_config: MakeConfig
+) -> None:
+    status, details = await judged(engine, make_config, "ok", repeat=25)
+    assert status == "pass"
+    strict = VerdictPolicy(min_samples=20)  # +10 pts needs a few hundred runs a side
+    async with engine.begin() as conn:
+        await conn.execute(sa.update(DeployRow).values(status="running"))
+    deploy = await get_deploy(engine, "v2")
+    assert deploy is not None
+    await evaluate_running(engine, strict, deploy.ends_at)
+    deploy = await get_deploy(engine, "v2")
+    assert deploy is not None and deploy.status == "inconclusive"
+    assert (
+        "unexpected_script" in deploy.details["status_reason"]
+        and "detect only" in deploy.details["status_reason"]
+    )
 
 
 async def test_an_injected_corruption_fails_the_canary(engine: AsyncEngine, make_config: MakeConfig) -> None:
@@ -59,16 +88,27 @@ async def test_too_few_runs_are_inconclusive_not_pass(engine: AsyncEngine, make_
     assert details["exit_code"] == 2
 
 
-async def test_a_running_deploy_fails_early_only_after_consecutive_failing_looks(
+async def test_a_running_deploy_fails_at_the_first_look_whose_evidence_reaches_the_threshold(
     engine: AsyncEngine, make_config: MakeConfig
 ) -> None:
     status, details = await judged(engine, make_config, "corrupt", repeat=25, after_s=60)
-    assert status == "running" and details["fail_streak"] == 1
+    assert status == "fail" and details["verdict"] == "FAIL"
+    metrics = {m["metric"]: m for m in details["metrics"]}  # type: ignore[attr-defined]
+    deciding = [m for m in metrics.values() if not m["muted"]]
+    metric = metrics["unexpected_script"]
+    assert metric["e_value"] >= metric["e_threshold"] == len(deciding) / POLICY.alpha
+    deploy = await get_deploy(engine, "v2")
+    assert deploy is not None and deploy.ends_at > deploy.started_at + timedelta(seconds=60)
+
+
+async def test_a_running_deploy_that_would_pass_runs_its_whole_window(
+    engine: AsyncEngine, make_config: MakeConfig
+) -> None:
+    status, details = await judged(engine, make_config, "ok", repeat=25, after_s=60)
+    assert status == "running" and details["verdict"] == "PASS"
     deploy = await get_deploy(engine, "v2")
     assert deploy is not None
-    await evaluate_running(engine, POLICY, deploy.started_at + timedelta(seconds=120))
-    deploy = await get_deploy(engine, "v2")
-    assert deploy is not None and deploy.status == "fail" and deploy.details["fail_streak"] == 2
+    assert deploy_json(deploy)["verdict"] == "PENDING" and deploy_json(deploy)["latest"] == "PASS"
 
 
 async def test_bursts_cover_both_sides_of_running_deploys_inside_their_window(engine: AsyncEngine) -> None:
