@@ -143,7 +143,9 @@ async def test_flagger_gates_answer_2xx_only_on_the_matching_verdict(
     assert (await client.post("/api/flagger/promote", json=flagger)).status_code == 412
 
     await run_pass(engine, config.targets, catalog.probes)
-    await evaluate_running(engine, VerdictPolicy(min_samples=5), started + timedelta(hours=2))
+    # Few runs a side: PASS once the test could have seen a 90-point rise (the default needs more).
+    policy = VerdictPolicy(min_samples=5, detect_effect=0.9)
+    await evaluate_running(engine, policy, started + timedelta(hours=2))
     view = (await client.get(f"/api/deploys/{deploy['id']}")).json()
     assert view["verdict"] == "PASS" and view["exit_code"] == 0
     assert {m["metric"] for m in view["metrics"]} >= {"unexpected_script", "request_errors"}

@@ -152,7 +152,7 @@ async def test_the_cli_registers_a_deploy_and_gates_on_its_verdict(
     db_url: str, engine: AsyncEngine, make_config: MakeConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CANARY_TEST_API_TOKEN", "s3cret")
-    service_toml = FAST + "\n[service.verdict]\nmin_samples = 5\n"
+    service_toml = FAST + "\n[service.verdict]\nmin_samples = 5\ndetect_effect = 0.9\n"
     config, catalog = make_config(
         {"canary": "ok", "base": "ok"},
         service='api_token = "env:CANARY_TEST_API_TOKEN"\n' + service_toml,
@@ -186,7 +186,8 @@ async def test_the_cli_registers_a_deploy_and_gates_on_its_verdict(
         assert code == 2 and "PENDING" in out
         for cell in ("m/p/canary", "m/p/base"):
             await eventually(lambda c=cell: _probed(engine, c), f"{cell} probed")
-        await evaluate_running(engine, VerdictPolicy(min_samples=5), datetime.now(UTC) + timedelta(hours=2))
+        policy = VerdictPolicy(min_samples=5, detect_effect=0.9)
+        await evaluate_running(engine, policy, datetime.now(UTC) + timedelta(hours=2))
         code, out = await anyio.to_thread.run_sync(cli, "verdict", "v9", "--wait", "--json")
         assert code == 0, out
         assert '"verdict": "PASS"' in out
