@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
+import anyio
 import httpx
 from pydantic import ValidationError
 
@@ -25,6 +26,7 @@ from canary.probing.completion import Completion, ProbeRequest
 
 SESSION_HEADER = "x-session-key"
 ERROR_SNIPPET_CHARS = 300
+NOT_JSON: Any = object()  # a body that does not parse; JSON ``null`` parses to None
 
 
 class SchemaError(ValueError):
@@ -126,13 +128,17 @@ class Provider(ABC):
             return Completion.failed(exc.reason, str(exc)[:ERROR_SNIPPET_CHARS])
         # Latency is the server's: credential look-ups and signing happen before the clock starts.
         started = time.perf_counter()
+        # httpx's timeout bounds each socket operation, so a server dripping a byte at a time
+        # would hold a run open indefinitely; this deadline covers connect, headers and body.
+        response: httpx.Response | None = None
         try:
-            response = await self.client.post(
-                prepared.url,
-                content=prepared.content,
-                headers=prepared.headers,
-                timeout=target.timeout_s,
-            )
+            with anyio.move_on_after(target.timeout_s):
+                response = await self.client.post(
+                    prepared.url,
+                    content=prepared.content,
+                    headers=prepared.headers,
+                    timeout=target.timeout_s,
+                )
         except httpx.TimeoutException as exc:
             return Completion.failed(
                 FailureReason.TIMEOUT,
@@ -146,6 +152,12 @@ class Provider(ABC):
                 latency_s=time.perf_counter() - started,
             )
         latency = time.perf_counter() - started
+        if response is None:
+            return Completion.failed(
+                FailureReason.TIMEOUT,
+                f"no complete response within {target.timeout_s:g}s",
+                latency_s=latency,
+            )
         return self.interpret(target, response, latency)
 
     def interpret(self, target: Target, response: httpx.Response, latency: float) -> Completion:
@@ -153,8 +165,10 @@ class Provider(ABC):
         try:
             data: Any = response.json()
         except ValueError:
-            data = None
+            data = NOT_JSON
         if not response.is_success:
+            if data is NOT_JSON:
+                data = None
             message = self.describe_error(response, data) or response.text[:ERROR_SNIPPET_CHARS]
             return Completion.failed(
                 self.classify_response(response, data),
@@ -164,7 +178,7 @@ class Provider(ABC):
                 served_by=served_by,
                 retry_after_s=self.retry_after_s(response, data),
             )
-        if data is None:
+        if data is NOT_JSON:
             return Completion.failed(
                 FailureReason.BAD_JSON,
                 f"body is not JSON: {response.text[:120]!r}",

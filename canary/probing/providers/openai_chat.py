@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from canary.config.loader import Target
 from canary.config.secrets import reveal
 from canary.probing.completion import Completion, ProbeRequest, TokenLogprob
-from canary.probing.providers.base import Provider
+from canary.probing.providers.base import Provider, SchemaError
 
 
 class _TopLogprob(BaseModel):
@@ -88,7 +88,10 @@ class OpenAIChatProvider(Provider):
         if not parsed.choices:
             raise ValueError("no choices")
         choice = parsed.choices[0]
-        completion.text = choice.message.content or ""
+        if choice.message.content is None:
+            # No text at all (a tool call, a refusal, a server bug) is not an answer to score.
+            raise SchemaError("choices[0].message.content is null")
+        completion.text = choice.message.content
         completion.finish_reason = choice.finish_reason
         completion.response_model = parsed.model
         if parsed.usage:
