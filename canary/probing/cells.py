@@ -58,11 +58,17 @@ class Cell:
     clock: Callable[[], float] = field(default=time.monotonic)
 
     async def slot(self) -> None:
-        """Wait for the rate limit and any retry-after pause (concurrency is taken separately)."""
+        """Wait for the rate limit, then for any retry-after pause.
+
+        Call it *after* taking a concurrency slot: requests queued on the slot were waiting
+        while the 429 that set the pause was in flight, so checking before the wait let them
+        all go out the moment it ended. The pause is re-read after each sleep, since another
+        429 may have extended it.
+        """
         if self.rate is not None:
             await self.rate.acquire()
-        delay = self.paused_until - self.clock()
-        if delay > 0:
+        # A deadline, not an event: sleeping until it (re-read after each wake) is the wait wanted.
+        while (delay := self.paused_until - self.clock()) > 0:  # noqa: ASYNC110
             await anyio.sleep(delay)
 
     def pause(self, retry_after_s: float | None) -> None:

@@ -258,8 +258,8 @@ class PassRunner:
         target_id = self.cell_ids[target.cell]
         probe_pk = self.probe_ids[(probe.id, probe.version)]
         reference = self.references.get((target_id, probe_pk))
-        await cell.slot()
         async with cell.concurrency:
+            await cell.slot()  # inside the slot: a retry-after set while we queued still holds
             started_at = datetime.now(UTC)
             try:
                 completion = await self._complete(provider, target, request)
@@ -284,7 +284,7 @@ class PassRunner:
                     )
                 )
                 raise
-        cell.pause(completion.retry_after_s)
+            cell.pause(completion.retry_after_s)  # before the slot frees, so no waiter slips past
         establishes = completion.ok and reference is None and probe.spec.temperature == 0.0
         pool = served_pool(target, completion)
         context = ScoringContext(reference, expected_pool=target.spec.expected_pool, served_pool=pool)
