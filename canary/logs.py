@@ -2,7 +2,9 @@
 
 Standard-library loggers (ours, uvicorn's, APScheduler's) go through the same structlog
 renderer, so every line carries a timestamp, level and logger name. Nothing logs credentials:
-request headers are never logged, and URLs are redacted before they are.
+request headers are never logged, and every line passes :func:`redact_event` before it is
+rendered, which removes the configured secret values and credential header values (an
+exception message quoting an upstream's echo of our request included).
 """
 
 from __future__ import annotations
@@ -11,6 +13,18 @@ import logging
 import sys
 
 import structlog
+
+from canary.config.secrets import redact_configured
+
+
+def redact_event(
+    logger: object, method: str, event_dict: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """A structlog processor: every string value of the event with credentials redacted."""
+    for key, value in event_dict.items():
+        if isinstance(value, str) and not key.startswith("_"):
+            event_dict[key] = redact_configured(value)
+    return event_dict
 
 
 def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
@@ -29,6 +43,7 @@ def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            redact_event,  # after format_exc_info, so tracebacks are redacted too
             renderer,
         ],
     )

@@ -21,6 +21,7 @@ import httpx
 from pydantic import ValidationError
 
 from canary.config.loader import Target
+from canary.config.secrets import SENSITIVE_HEADERS, redact_configured, reveal
 from canary.errors import FailureReason
 from canary.probing.completion import Completion, ProbeRequest
 
@@ -121,7 +122,10 @@ class Provider(ABC):
         return PreparedRequest(self.url(target, request), headers, json_bytes(self.body(target, request)))
 
     async def complete(self, target: Target, request: ProbeRequest) -> Completion:
-        """Send one request; always returns a Completion, failed or not."""
+        """Send one request; always returns a Completion, failed or not, with secrets redacted."""
+        return redact_completion(await self._complete(target, request), target_secrets(target))
+
+    async def _complete(self, target: Target, request: ProbeRequest) -> Completion:
         try:
             prepared = await self.prepare(target, request)
         except PrepareError as exc:
@@ -201,6 +205,33 @@ class Provider(ABC):
                 served_by=served_by,
             )
         return completion
+
+
+def target_secrets(target: Target) -> list[str]:
+    """The target's own credentials, plain or ``env:``: its API key and credential header values."""
+    values = [reveal(target.api_key) or ""]
+    values.extend(
+        reveal(v) or ""
+        for k, v in target.headers.items()
+        if k.lower() in SENSITIVE_HEADERS or not isinstance(v, str)
+    )
+    return [v for v in values if v]
+
+
+def redact_completion(completion: Completion, secrets: list[str]) -> Completion:
+    """``completion`` with credentials removed from everything an upstream's text reaches.
+
+    The error and served-by values also lose credential-header values (an upstream echoing the
+    request); the answer text loses only the known secret values, since a model may rightly
+    write ``Authorization: ...`` in an answer.
+    """
+    if completion.error:
+        completion.error = redact_configured(completion.error, secrets)
+    if completion.served_by:
+        completion.served_by = {k: redact_configured(v, secrets) for k, v in completion.served_by.items()}
+    if completion.text:
+        completion.text = redact_configured(completion.text, secrets, headers=False)
+    return completion
 
 
 def served_by_from(headers: Mapping[str, str], names: tuple[str, ...]) -> dict[str, str]:
