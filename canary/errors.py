@@ -7,7 +7,8 @@
 
 Provider failures are *not* exceptions that escape a pass: every provider turns a timeout,
 429, 5xx, connection error or malformed body into a failed ``Completion`` whose ``reason``
-is one of :class:`FailureReason`, which is what the ``runs.reason`` column stores.
+is one of :class:`FailureReason`, which is what the ``runs.reason`` column stores. The one
+reason an ``ok`` run may carry is ``scoring_error``: the answer arrived, a scorer failed on it.
 """
 
 from __future__ import annotations
@@ -63,3 +64,7 @@ class FailureReason(StrEnum):
     BAD_SCHEMA = "bad_schema"  # JSON, but not the documented response shape
     CANCELLED = "cancelled"  # shutdown while the request was in flight
     INTERNAL = "internal_error"  # a bug in canary itself; recorded, never crashes the pass
+    # A scorer raised on an answer the server did give: the run stays ``status = 'ok'`` (the
+    # cell answered, so availability must not count it) with this reason and the scorer named in
+    # ``error``; the other scorers' scores stand. Counted in ``canary_scoring_errors``.
+    SCORING_ERROR = "scoring_error"

@@ -24,12 +24,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from canary.config.loader import Target
+from canary.config.secrets import redact_configured
 from canary.errors import FailureReason
 from canary.probing.catalog import Probe, select_probes
 from canary.probing.cells import Cell, CellPool
 from canary.probing.completion import Completion, Mode, ProbeRequest
 from canary.probing.providers import Provider, get_provider
-from canary.scoring import ScoringContext, score_completion
+from canary.probing.providers.base import ERROR_SNIPPET_CHARS
+from canary.scoring import SCORERS, UNIVERSAL, Score, ScoringContext
 from canary.storage.writes import RunResult, load_references, sync_probes, sync_targets, write_results
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ class CellSummary:
     metric_passed: Counter[str] = field(default_factory=Counter)
     metric_total: Counter[str] = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
+    scoring_errors: Counter[str] = field(default_factory=Counter)  # scorer -> runs it raised on
 
     def add(self, result: RunResult) -> None:
         self.runs += 1
@@ -84,6 +87,30 @@ class PassSummary:
     @property
     def metrics(self) -> list[str]:
         return sorted({m for c in self.cells.values() for m in c.metric_total})
+
+
+def score_each(
+    probe: Probe, completion: Completion, context: ScoringContext
+) -> tuple[list[Score], dict[str, str]]:
+    """The scores of one completion, each scorer run on its own, and the scorers that raised.
+
+    The same scorers in the same order as :func:`canary.scoring.score_completion`, but one that
+    raises is reported (``name -> "Type: message"``) instead of taking the others' scores with it.
+    """
+    if not completion.ok:
+        return [], {}
+    scores: list[Score] = []
+    failed: dict[str, str] = {}
+    for name in dict.fromkeys([*UNIVERSAL, *probe.spec.scorers]):
+        scorer = SCORERS.get(name)
+        if scorer is None:
+            continue
+        try:
+            scores.extend(scorer.score(probe, completion, context))
+        except Exception as exc:  # a scorer bug; the run and the other scores are kept
+            log.debug("scorer %s raised", name, exc_info=True)
+            failed[name] = f"{type(exc).__name__}: {exc}"
+    return scores, failed
 
 
 def request_mode(target: Target) -> Mode:
@@ -155,6 +182,7 @@ class PassRunner:
         self.batch_size = batch_size
         self.pass_id = uuid.uuid4()
         self.leftovers: list[RunResult] = []  # results to store when the pass is cancelled
+        self.scoring_errors: dict[str, Counter[str]] = {}  # cell -> scorer -> runs it raised on
 
     async def run(self, targets: Sequence[Target], probes: Sequence[Probe]) -> PassSummary:
         """1. Record cells and probe versions. 2. Load the cells' reference outputs.
@@ -187,6 +215,8 @@ class PassRunner:
             with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_WRITE_S):
                 await self._store(self.leftovers)
             raise
+        for cell_name, errors in self.scoring_errors.items():
+            summary.cells[cell_name].scoring_errors.update(errors)
         summary.duration_s = time.perf_counter() - started
         return summary
 
@@ -288,12 +318,15 @@ class PassRunner:
         establishes = completion.ok and reference is None and probe.spec.temperature == 0.0
         pool = served_pool(target, completion)
         context = ScoringContext(reference, expected_pool=target.spec.expected_pool, served_pool=pool)
-        try:
-            scores = score_completion(probe, completion, context)
-        except Exception as exc:  # a scorer bug must not lose the run itself
-            log.exception("scorer failed on %s %s", target.cell, probe.id)
-            scores = []
-            completion.error = f"scoring failed: {type(exc).__name__}"
+        scores, failed = score_each(probe, completion, context)
+        if failed:
+            # A scorer bug must not lose the run nor the other scorers' evidence; the run keeps
+            # status ok (the cell answered) and says which scorer failed, so it can be counted.
+            log.error("scorers failed on %s %s: %s", target.cell, probe.id, failed)
+            completion.reason = FailureReason.SCORING_ERROR
+            detail = "; ".join(f"{name}: {error}" for name, error in failed.items())
+            completion.error = redact_configured(f"scoring failed: {detail}")[:ERROR_SNIPPET_CHARS]
+            self.scoring_errors.setdefault(target.cell, Counter()).update(failed.keys())
         if establishes:
             self.references[(target_id, probe_pk)] = completion.text
         return RunResult(

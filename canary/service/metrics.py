@@ -42,6 +42,12 @@ class ServiceMetrics:
             ["cell", "metric"],
             registry=r,
         )
+        self.scoring_errors = Counter(
+            "canary_scoring_errors",
+            "Answered runs a scorer raised on (stored with reason scoring_error), by cell and scorer.",
+            ["cell", "scorer"],
+            registry=r,
+        )
         self.pass_rate = Gauge(
             "canary_score_pass_rate",
             "Pass rate of the last pass, by cell and metric.",
@@ -97,6 +103,8 @@ class ServiceMetrics:
                 self.runs.labels(cell, "error").inc(c.runs - c.ok)
             for reason, count in c.failures.items():
                 self.failures.labels(cell, reason).inc(count)
+            for scorer, count in c.scoring_errors.items():
+                self.scoring_errors.labels(cell, scorer).inc(count)
             for metric, total in c.metric_total.items():
                 failed = total - c.metric_passed[metric]
                 self.checks.labels(cell, metric).inc(total)
