@@ -15,7 +15,7 @@ from canary.logs import configure_logging
     "--scenario",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="Scenario to replay (default: scenarios/postmortem.toml).",
+    help="Scenario to replay (default: scenarios/postmortem.toml; scenarios/healthy.toml has no faults).",
 )
 @click.option(
     "--days-per-pass",
@@ -24,6 +24,12 @@ from canary.logs import configure_logging
     show_default=True,
     help="Scenario days that pass between two canary passes.",
 )
+@click.option(
+    "--passes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Replay the scenario in this many passes instead (e.g. scenarios/healthy.toml over 100,000 runs).",
+)
 @click.option("--probes", default=None, help="Probe globs (default: a probe set per kind of evidence).")
 @click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True, help="Per cell.")
 @data_dir_option
@@ -31,6 +37,7 @@ from canary.logs import configure_logging
 def demo(
     scenario: Path | None,
     days_per_pass: float,
+    passes: int | None,
     probes: str | None,
     concurrency: int,
     data_dir: Path | None,
@@ -52,6 +59,7 @@ def demo(
     run_demo(
         scenario_path=scenario or DEFAULT_SCENARIO,
         days_per_pass=days_per_pass,
+        passes=passes,
         probes_pattern=probes or DEFAULT_PROBES,
         concurrency=concurrency,
         data_dir=data_dir,

@@ -3,18 +3,23 @@
 1. Start a private PostgreSQL (fresh, under a temporary directory unless ``--data-dir``).
 2. Start the reference fleet on loopback and point one canary cell at every pool and front door.
 3. Replay ``scenarios/postmortem.toml`` on a manual clock: each pass of the canary is
-   ``days_per_pass`` scenario days, so the demo's outcome does not depend on machine speed.
-4. After every pass, run detection; remember the first finding that explains each fault.
+   ``days_per_pass`` scenario days (or the scenario is cut into ``passes`` passes), so the
+   demo's outcome does not depend on machine speed.
+4. After every pass, run detection, every cell expected once per pass (so silence counts too);
+   remember the first finding that explains each fault.
 5. Print, for each fault, when it began and when the canary first flagged it (and on what),
-   plus any finding that no fault explains (a false alarm).
+   plus any finding that no fault explains (a false alarm), and how many findings over how
+   many runs: ``scenarios/healthy.toml`` (no faults) should end with "0 findings over N runs".
 
 The fleet imports JAX, so this module imports it only inside :func:`run_demo`.
 """
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -68,9 +73,15 @@ class Detection:
 class DemoResult:
     detections: list[Detection]
     false_alarms: list[tuple[float, Finding]] = field(default_factory=list)
+    # Every finding episode the replay saw (by id, as last returned), of every kind.
+    episodes: dict[int, Finding] = field(default_factory=dict)
     passes: int = 0
     runs: int = 0
     seconds: float = 0.0
+
+    @property
+    def findings_by_kind(self) -> Counter[str]:
+        return Counter(f.kind for f in self.episodes.values())
 
 
 def demo_targets(fleet_config: Any, base_url: str, concurrency: int) -> list[Target]:
@@ -145,18 +156,25 @@ def run_demo(
     *,
     scenario_path: Path = DEFAULT_SCENARIO,
     days_per_pass: float = 2.0,
+    passes: int | None = None,
     probes_pattern: str = DEFAULT_PROBES,
     concurrency: int = 8,
     data_dir: Path | None = None,
     database_url: str | None = None,
     console: Console | None = None,
 ) -> DemoResult:
-    """Run the whole demo (see the module docstring) and return what it saw."""
+    """Run the whole demo (see the module docstring) and return what it saw.
+
+    ``passes`` cuts the scenario into that many passes (overriding ``days_per_pass``): the way
+    to replay it over more runs, e.g. the healthy scenario over 100,000.
+    """
     from canary.fleet import default_fleet_config, load_scenario, run_fleet_in_thread
     from canary.fleet.scenario import ManualClock
 
     console = console or Console()
     scenario = load_scenario(scenario_path)
+    if passes is not None:
+        days_per_pass = scenario.length_days / passes
     probes = load_catalog().select(probes_pattern)
     fleet_config = default_fleet_config()
     started = time.monotonic()
@@ -200,7 +218,9 @@ async def _replay(
             result.detections = _sync_episodes(result.detections, runner.onsets())
             spec = demo_detection_spec(summary.duration_s)
             day = clock.day()
-            findings = await detect(engine, spec, datetime.now(UTC))
+            expected = {t.cell: summary.duration_s for t in targets}  # every cell, every pass
+            findings = await detect(engine, spec, datetime.now(UTC), expected=expected)
+            result.episodes.update((f.id, f) for f in findings if f.id is not None)
             # Direct evidence first, so a pass that shows a fault both ways credits the direct one.
             direct = set(DIRECT_EVIDENCE.values())
             for finding in sorted(findings, key=lambda f: f.metric not in direct):
@@ -210,7 +230,10 @@ async def _replay(
                 if key not in seen:
                     seen.add(key)
                     console.print(f"  day {day:>4g}          [red]finding[/] {finding.message[:160]}")
+            # Whole passes, however the scenario's length divides (a float sum may fall short).
             clock.advance(days_per_pass)
+            if math.isclose(clock.day(), scenario.length_days, rel_tol=1e-9):
+                break
     finally:
         await engine.dispose()
     return result
@@ -230,6 +253,8 @@ def _sync_episodes(current: list[Detection], onsets: Sequence[Any]) -> list[Dete
 
 
 def print_result(result: DemoResult, scenario: Any, console: Console) -> None:
+    if not result.detections:
+        console.print(f"{scenario.name}: no fault was switched on, so every finding is a false alarm")
     table = Table(title="faults: when each began and when the canary first flagged it")
     for column in ("fault", "where", "began (day)", "ended", "first flagged (day)", "delay", "by"):
         table.add_column(column)
@@ -243,9 +268,12 @@ def print_result(result: DemoResult, scenario: Any, console: Console) -> None:
             delay = f"{d.flagged_day - d.began_day:g} d"
             by = f"{d.finding.metric} on {d.finding.cell} ({d.finding.kind})"
         table.add_row(d.fault, where, f"{d.began_day:g}", ended, flagged, delay, by)
-    console.print(table)
+    if result.detections:
+        console.print(table)
+    kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(result.findings_by_kind.items()))
     console.print(
-        f"{result.passes} passes, {result.runs} runs in {result.seconds:.0f}s; "
+        f"{result.passes} passes, {result.runs:,} runs in {result.seconds:.0f}s; "
+        f"{len(result.episodes)} findings over {result.runs:,} runs{f' ({kinds})' if kinds else ''}; "
         f"findings no fault explains: {len(result.false_alarms)}"
     )
     for day, finding in result.false_alarms[:10]:

@@ -10,7 +10,9 @@ and detection windows counted in passes, as the demo scales them
 
 - a fault on one pool fires; once it is cleared the alert resolves within two look-back
   windows plus ``resolve_after_s``; the fault coming back is a new alert and a new "firing";
-- a cell whose every request fails is an ``availability`` finding and a ``CanaryAvailability``;
+- a cell whose every request starts failing is an ``availability`` finding (the sequential
+  test on request errors) and a ``CanaryAvailability``; so is a cell that never answered at all
+  (no answer for ``no_data_intervals``: its own history would call that normal);
 - a configured cell that stops being probed is a ``no_data`` finding and a ``CanaryNoData``.
 """
 
