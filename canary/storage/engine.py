@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic.config import Config as AlembicConfig
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from canary.config.secrets import Secret, reveal
+from canary.config.secrets import Secret, register_secret, reveal
 from canary.resources import shipped
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,8 @@ def database(
     3. On exit, stop the embedded server (an external one is left alone).
     """
     resolved = reveal(url) or os.environ.get("DATABASE_URL")
+    if resolved:
+        register_secret(resolved)  # its password is redacted wherever it might be echoed
     server = None
     if resolved is None:
         server_url, server = start_embedded(data_dir or default_data_dir())
