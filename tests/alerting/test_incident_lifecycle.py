@@ -219,8 +219,14 @@ async def test_a_fault_fires_resolves_once_cleared_and_fires_again_as_a_new_aler
         int(bound_s / PASS_S) + 10,
     )
     took_s, took_passes = resolved.at - cleared_at, resolved.index - cleared_round + 1
+    over = next(
+        r.index - cleared_round + 1
+        for r in canary.rounds[cleared_round:]
+        if not any(f.cell == FAULTY and f.metric == "unexpected_script" for f in r.findings)
+    )
     measured = (
-        f"resolved {took_passes} passes ({took_s:.1f} s) after the fault was cleared; bound "
+        f"incident over {over} passes and alert resolved {took_passes} passes ({took_s:.1f} s) after "
+        f"the fault was cleared (resolve_after_s = {RESOLVE_AFTER_S / PASS_S:.0f} passes); bound "
         f"2 x history_s + resolve_after_s = {bound_s:.1f} s ({bound_s / PASS_S:.0f} passes of {PASS_S} s); "
         f"flagged {delay} passes after onset"
     )
