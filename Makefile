@@ -4,7 +4,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 EXTRAS := dev,fleet,dashboards,bedrock,vertex
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-long lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,9 @@ test: $(STAMP)
 	sh scripts/ensure-chromium.sh   # the status page is tested in a real browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q
+
+test-long: $(STAMP)   # adds the tests that take tens of minutes (the 100,000-run healthy demo)
+	CANARY_LONG_TESTS=1 $(VENV)/bin/python -m pytest -q -m slow
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -31,7 +31,7 @@ from canary.probing.cells import Cell, CellPool
 from canary.probing.completion import Completion, Mode, ProbeRequest
 from canary.probing.providers import Provider, get_provider
 from canary.probing.providers.base import ERROR_SNIPPET_CHARS
-from canary.scoring import SCORERS, UNIVERSAL, Score, ScoringContext
+from canary.scoring import ScoringContext, score_each
 from canary.storage.writes import RunResult, load_references, sync_probes, sync_targets, write_results
 
 log = logging.getLogger(__name__)
@@ -87,30 +87,6 @@ class PassSummary:
     @property
     def metrics(self) -> list[str]:
         return sorted({m for c in self.cells.values() for m in c.metric_total})
-
-
-def score_each(
-    probe: Probe, completion: Completion, context: ScoringContext
-) -> tuple[list[Score], dict[str, str]]:
-    """The scores of one completion, each scorer run on its own, and the scorers that raised.
-
-    The same scorers in the same order as :func:`canary.scoring.score_completion`, but one that
-    raises is reported (``name -> "Type: message"``) instead of taking the others' scores with it.
-    """
-    if not completion.ok:
-        return [], {}
-    scores: list[Score] = []
-    failed: dict[str, str] = {}
-    for name in dict.fromkeys([*UNIVERSAL, *probe.spec.scorers]):
-        scorer = SCORERS.get(name)
-        if scorer is None:
-            continue
-        try:
-            scores.extend(scorer.score(probe, completion, context))
-        except Exception as exc:  # a scorer bug; the run and the other scores are kept
-            log.debug("scorer %s raised", name, exc_info=True)
-            failed[name] = f"{type(exc).__name__}: {exc}"
-    return scores, failed
 
 
 def request_mode(target: Target) -> Mode:

@@ -6,6 +6,8 @@ Adding a scorer is one module here plus its entry below (and its name in
 
 from __future__ import annotations
 
+import logging
+
 from canary.probing.catalog import Probe
 from canary.probing.completion import Completion
 from canary.scoring.answered import AnsweredScorer
@@ -33,27 +35,47 @@ SCORERS: dict[str, Scorer] = {
 }
 
 UNIVERSAL = ("answered", "routing")
+log = logging.getLogger(__name__)
+
+
+def scorer_names(probe: Probe) -> list[str]:
+    """The scorers of one probe, in order: the cell-level invariants, then the probe's own.
+
+    Probe files are validated against the registered names at load, so an unknown name cannot
+    reach here; it is skipped rather than failing a pass.
+    """
+    return [n for n in dict.fromkeys([*UNIVERSAL, *probe.spec.scorers]) if n in SCORERS]
 
 
 def score_completion(
     probe: Probe, completion: Completion, context: ScoringContext | None = None
 ) -> list[Score]:
-    """Every applicable score for one successful completion (failed runs get none).
-
-    ``answered`` and ``routing`` (cell-level invariants) apply to every probe; the probe's own
-    scorers follow. Probe files are
-    validated against the registered names at load, so an unknown name cannot reach here; it
-    would be skipped rather than fail a pass.
-    """
+    """Every applicable score for one successful completion (failed runs get none)."""
     if not completion.ok:
         return []
     context = context or ScoringContext()
-    scores = [s for name in UNIVERSAL for s in SCORERS[name].score(probe, completion, context)]
-    for name in probe.spec.scorers:
-        scorer = SCORERS.get(name)
-        if scorer is not None and name not in UNIVERSAL:
-            scores.extend(scorer.score(probe, completion, context))
-    return scores
+    return [s for name in scorer_names(probe) for s in SCORERS[name].score(probe, completion, context)]
 
 
-__all__ = ["SCORERS", "Score", "Scorer", "ScoringContext", "score_completion"]
+def score_each(
+    probe: Probe, completion: Completion, context: ScoringContext
+) -> tuple[list[Score], dict[str, str]]:
+    """:func:`score_completion` with each scorer run on its own, and the scorers that raised.
+
+    A scorer that raises is reported (``name -> "Type: message"``) instead of taking the others'
+    scores with it: the runner stores the run with reason ``scoring_error`` and the rest stand.
+    """
+    if not completion.ok:
+        return [], {}
+    scores: list[Score] = []
+    failed: dict[str, str] = {}
+    for name in scorer_names(probe):
+        try:
+            scores.extend(SCORERS[name].score(probe, completion, context))
+        except Exception as exc:  # a scorer bug; the run and the other scores are kept
+            log.debug("scorer %s raised", name, exc_info=True)
+            failed[name] = f"{type(exc).__name__}: {exc}"
+    return scores, failed
+
+
+__all__ = ["SCORERS", "Score", "Scorer", "ScoringContext", "score_completion", "score_each", "scorer_names"]

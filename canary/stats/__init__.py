@@ -12,14 +12,15 @@ Public surface (``from canary.stats import X``):
 - continuous values (:mod:`canary.stats.continuous`): :func:`compare_continuous`;
 - patterns (:mod:`canary.stats.patterns`): :func:`change_point`, :func:`session_clustering`;
 - anytime-valid canary-vs-baseline tests (:mod:`canary.stats.two_sample`): :func:`rate_evidence`,
-  :func:`rate_power`, :func:`rate_mde`, :func:`rate_sample_size`, :func:`planning_rate`,
-  :func:`rate_difference_cs`, :func:`e_benjamini_hochberg`; and for medians
+  :func:`rate_power`, :func:`rate_mde`, :func:`rate_sample_size`, :func:`planning_rate`;
+  (:mod:`canary.stats.anytime`) :func:`rate_difference_cs`, :func:`e_benjamini_hochberg`; for medians
   (:mod:`canary.stats.median_shift`): :func:`log_e_median_greater`, :func:`median_cs`,
   :func:`median_ratio_cs`.
 
 Randomised procedures take ``rng: numpy.random.Generator``; nothing here reads a clock.
 """
 
+from canary.stats.anytime import e_benjamini_hochberg, rate_difference_cs
 from canary.stats.continuous import ContinuousComparison, compare_continuous
 from canary.stats.median_shift import log_e_median_greater, median_cs, median_ratio_cs
 from canary.stats.multiple import benjamini_hochberg
@@ -51,9 +52,7 @@ from canary.stats.sequential import (
 )
 from canary.stats.two_sample import (
     RateEvidence,
-    e_benjamini_hochberg,
     planning_rate,
-    rate_difference_cs,
     rate_evidence,
     rate_mde,
     rate_power,

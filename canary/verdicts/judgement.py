@@ -119,7 +119,8 @@ def _e(log_e: float) -> float:
 
 def _rate_result(s: MetricSamples, policy: VerdictPolicy, critical: bool, muted: bool) -> MetricResult:
     # scipy takes a second to import; loading it on the first verdict keeps `canary serve` start-up fast.
-    from canary.stats.two_sample import planning_rate, rate_difference_cs, rate_evidence
+    from canary.stats.anytime import rate_difference_cs
+    from canary.stats.two_sample import planning_rate, rate_evidence
 
     r = MetricResult(s.metric, "rate", "INCONCLUSIVE", "", critical, muted, s.canary_n, s.baseline_n)
     ev = rate_evidence(
@@ -206,7 +207,7 @@ def _pass_or_wait(r: MetricResult, policy: VerdictPolicy, threshold: float) -> N
 
 def _decide_metrics(results: list[MetricResult], policy: VerdictPolicy) -> None:
     """Steps 2-3: e-BH across deciding metrics; muted metrics are judged alone at ``1/alpha``."""
-    from canary.stats.two_sample import e_benjamini_hochberg
+    from canary.stats.anytime import e_benjamini_hochberg
 
     deciding = [r for r in results if not r.muted]
     rejected = [bool(v) for v in e_benjamini_hochberg([_e(r.log_e) for r in deciding], policy.alpha)]
