@@ -291,4 +291,21 @@ def test_canary_detect_once_finds_fires_notifies_and_exits_1(db_url: str, tmp_pa
         assert listed.exit_code == 1 and "firing   m/p1/b code_syntax" in listed.output
         again = runner.invoke(main, ["alerts", "dispatch", "--once", "--config", str(config)])
         assert again.exit_code == 0 and len(sink.requests) == 1
+        # With for_s, the alert is pending: healthy by default, failing for a gate that asks.
+        config.write_text(config.read_text().replace("for_s = 0", "for_s = 3600"))
+        anyio.run(_clear_alerts, db_url)
+        calm = runner.invoke(main, ["detect", "--once", "--config", str(config)])
+        assert calm.exit_code == 0 and "1 pending" in calm.output, calm.output
+        strict = runner.invoke(main, ["detect", "--once", "--fail-on", "pending", "--config", str(config)])
+        assert strict.exit_code == 1, strict.output
     logging.getLogger().handlers[:] = handlers
+
+
+async def _clear_alerts(db_url: str) -> None:
+    eng = async_engine(db_url)
+    try:
+        async with eng.begin() as conn:
+            await conn.execute(sa.delete(AlertDeliveryRow))
+            await conn.execute(sa.delete(AlertRow))
+    finally:
+        await eng.dispose()
