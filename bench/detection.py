@@ -58,9 +58,9 @@ from bench._detection_sim import (  # noqa: E402
     resolution_delays,
 )
 from bench._pg_case import postgres_case  # noqa: E402
+from bench._sprt import wald_asn  # noqa: E402
 from canary.config.sections import DetectionSpec  # noqa: E402
 from canary.detection.decisions import is_invariant  # noqa: E402
-from canary.stats import wald_asn  # noqa: E402
 
 ALPHA, BETA = 0.001, 0.01
 SEEDS = 101  # >= 20 asked; 101 keeps the medians' sampling error small and the run short

@@ -28,12 +28,12 @@ from canary.detection.decisions import Candidate, Counts, Kind
 from canary.stats import rate_difference_ci
 from canary.stats.edetector import (
     DEFAULT_DELTAS,
+    kl_bernoulli,
     log_likelihood_ratios,
     run_detector,
     threshold_for_budget,
 )
 from canary.stats.rates import rate_upper_bounds
-from canary.stats.sequential import kl_bernoulli
 
 YEAR_S = 365.25 * 86400.0
 MAX_NULL_RATE = 0.99

@@ -31,11 +31,20 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from scipy import special
 from scipy.special import logsumexp
 
 DEFAULT_DELTAS = (0.002, 0.005, 0.015, 0.05, 0.15, 0.4)
 MAX_Q0 = 1.0 - 1e-9
 CHUNK = 4096
+
+
+def kl_bernoulli(p: float, q: float) -> float:
+    """Kullback-Leibler divergence ``KL(Bern(p) || Bern(q))`` in nats, for ``0 < q < 1``.
+
+    ``p ln(p/q) + (1-p) ln((1-p)/(1-q))`` with ``0 ln 0 = 0``.
+    """
+    return float(special.rel_entr(p, q) + special.rel_entr(1.0 - p, 1.0 - q))
 
 
 def threshold_for_budget(observations_per_alarm: float) -> float:

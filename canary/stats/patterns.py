@@ -3,51 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special
-
-
-def _bernoulli_loglik(k: npt.NDArray[np.float64], n: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """Maximised Bernoulli log-likelihood ``k ln(k/n) + (n-k) ln(1-k/n)``, with ``0 ln 0 = 0``."""
-    safe_n = np.maximum(n, 1.0)
-    loglik = (
-        special.xlogy(k, k)
-        - special.xlogy(k, safe_n)
-        + special.xlogy(n - k, n - k)
-        - special.xlogy(n - k, safe_n)
-    )
-    return np.asarray(loglik, dtype=np.float64)
-
-
-def change_point(
-    failures: Sequence[bool] | npt.ArrayLike, alternative: Literal["two-sided", "greater"] = "two-sided"
-) -> int:
-    """Most likely index at which a Bernoulli failure rate shifted (one change, both rates unknown).
-
-    For each split ``tau`` in ``1 .. n-1`` the generalised log-likelihood ratio is
-    ``l(x[:tau]) + l(x[tau:]) - l(x)``, with ``l`` the maximised Bernoulli log-likelihood; the argmax
-    is the maximum-likelihood change point (Hinkley 1970; for Bernoulli data Pettitt 1980). Returns
-    ``tau``: ``failures[tau]`` is the first observation after the shift. With ``alternative="greater"``
-    only splits where the rate rises are considered. Ties (e.g. a constant stream) go to the earliest.
-    """
-    x = np.asarray(failures, dtype=np.float64).ravel()
-    n = x.size
-    if n < 2:
-        raise ValueError("need at least two observations")
-    k = np.cumsum(x)[:-1]  # failures in x[:tau] for tau = 1 .. n-1
-    tau = np.arange(1, n, dtype=np.float64)
-    total = float(x.sum())
-    glr = _bernoulli_loglik(k, tau) + _bernoulli_loglik(total - k, n - tau)
-    if alternative == "greater":
-        glr = np.where((total - k) / (n - tau) > k / tau, glr, -np.inf)
-        if not np.isfinite(glr).any():
-            return 1
-    return int(np.argmax(glr)) + 1
 
 
 @dataclass(frozen=True)
