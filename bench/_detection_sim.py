@@ -5,10 +5,9 @@ Used by ``bench/detection.py`` and by ``tests/detection/test_budget.py``. A simu
 quality metrics; the detector sees one observation per (pass, probe version), exactly as
 ``canary.detection.queries.streams`` builds them from PostgreSQL. Everything is seeded.
 
-The functions called are the product's: :func:`canary.detection.sequential.null_rates`,
-:func:`~canary.detection.sequential.observations_per_alarm`,
-:func:`canary.stats.edetector.threshold_for_budget`, :func:`canary.stats.edetector.run_detector`
-and :func:`canary.detection.sequential.incidents`, the same chain ``self_candidate`` runs.
+The functions called are the product's: :func:`canary.detection.sequential.evaluate` (null
+rates, the threshold from the budget, the detector and its incidents), the very function
+``self_candidate`` runs, with ``A`` from :func:`~canary.detection.sequential.observations_per_alarm`.
 """
 
 from __future__ import annotations
@@ -28,11 +27,9 @@ from canary.detection.decisions import Counts, tests_per_cell  # noqa: E402
 from canary.detection.sequential import (  # noqa: E402
     Incident,
     Stream,
-    incidents,
-    null_rates,
+    evaluate,
     observations_per_alarm,
 )
-from canary.stats.edetector import run_detector, threshold_for_budget  # noqa: E402
 
 PASS_S = 300.0
 PROBES = 10
@@ -78,14 +75,13 @@ def run_stream(
     ones = np.ones(failed.size, dtype=np.int64)
     batch = np.arange(failed.size, dtype=np.int64) // PROBES
     stream = Stream(1, "sim/p/a", "metric", at, strata, ones, failed.astype(np.int64), baseline, batch)
-    q0, usable = null_rates(stream, spec)
     a = observations_per_false_alarm
     if a is None:
         a = observations_per_alarm(stream, spec, float(at[-1]), tests_per_cell(METRICS))
-    threshold = threshold_for_budget(a)
-    x, q = failed[usable], q0[usable]
-    run = run_detector(x, q, threshold)
-    return Outcome(incidents(run.alarms, run.starts, x, q, spec, batch[usable]), int(x.size), run.alarms)
+    result = evaluate(stream, spec, a)
+    if result is None:
+        return Outcome([], 0, [])
+    return Outcome(result.incidents, int(result.failed.size), result.run.alarms)
 
 
 def healthy_cell(

@@ -5,11 +5,10 @@ false-alarm figures, resolution, verdicts under repeated looks, and a final JSON
 is seeded; nothing here is tuned to the answer.
 
 One code path: every figure comes from the product's own functions, through
-``bench/_detection_sim.py`` (``null_rates``, ``observations_per_alarm``, ``threshold_for_budget``,
-``run_detector``, ``incidents``: the chain ``canary.detection.sequential.self_candidate`` runs),
-the routing invariant's rule (one wrong-pool run is a finding), ``bench/_verdicts_sim.py`` (the
-product's ``judge``/``advance``), and one case end to end through PostgreSQL and
-``canary detect --once``.
+``bench/_detection_sim.py`` (``canary.detection.sequential.evaluate``, the very function
+``self_candidate`` runs), the routing invariant's rule (one wrong-pool run is a finding),
+``bench/_verdicts_sim.py`` (the product's ``judge``/``advance``), and one case end to end
+through PostgreSQL and ``canary detect --once``.
 
 Setup, decided before looking at any result:
 

@@ -30,7 +30,6 @@ from canary.stats import rate_ci, rate_difference_ci
 from canary.stats.rates import cmh_test, minimum_detectable_effect
 
 Kind = Literal["self", "peer", "invariant", "availability", "no_data"]
-KINDS: tuple[Kind, ...] = ("self", "peer", "invariant", "availability", "no_data")
 YEAR_S = 365.25 * 86400.0
 # Overlapping peer windows are looked at every round: a false gap seen by one look is seen by
 # the next few too. Counting a window as this many independent looks keeps the yearly budget

@@ -37,10 +37,6 @@ def _wanted(metric: str, spec: DetectionSpec) -> bool:
     return metric == AVAILABILITY or any(fnmatchcase(metric, g) for g in spec.metrics)
 
 
-async def _clusters(conn: AsyncConnection, query: sa.Select[Any]) -> list[sa.Row[Any]]:
-    return list((await conn.execute(query)).all())
-
-
 def _score_clusters(since: datetime, until: datetime) -> sa.Select[Any]:
     """(target_id, metric, probe_pk, pass_id, n, failures, at): one row per clustered observation."""
     return score_counts(since=since, until=until, closed="right", by_probe=True, by_pass=True)
@@ -77,8 +73,8 @@ async def streams(
     rows: list[sa.Row[Any]] = []
     baselines: dict[Key, dict[int, Counts]] = defaultdict(dict)
     for builder in (_score_clusters, _run_clusters):
-        rows += await _clusters(conn, builder(start, now))
-        for row in await _clusters(conn, _baseline(builder(base_start, start))):
+        rows += (await conn.execute(builder(start, now))).all()
+        for row in (await conn.execute(_baseline(builder(base_start, start)))).all():
             tid, metric, probe, failing, n = tuple(row)
             baselines[(tid, metric)][probe] = Counts(int(failing), int(n))
     grouped: dict[Key, list[sa.Row[Any]]] = defaultdict(list)

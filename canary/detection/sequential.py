@@ -24,10 +24,11 @@ import numpy as np
 import numpy.typing as npt
 
 from canary.config.sections import DetectionSpec
-from canary.detection.decisions import Candidate, Counts, Kind
+from canary.detection.decisions import YEAR_S, Candidate, Counts, Kind
 from canary.stats import rate_difference_ci
 from canary.stats.edetector import (
     DEFAULT_DELTAS,
+    DetectorRun,
     kl_bernoulli,
     log_likelihood_ratios,
     run_detector,
@@ -35,7 +36,6 @@ from canary.stats.edetector import (
 )
 from canary.stats.rates import rate_upper_bounds
 
-YEAR_S = 365.25 * 86400.0
 MAX_NULL_RATE = 0.99
 
 
@@ -182,31 +182,49 @@ def incidents(
     return out
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """The detector's pass over a stream's usable observations (see :func:`evaluate`)."""
+
+    failed: npt.NDArray[np.bool_]
+    rates: npt.NDArray[np.float64]
+    usable: npt.NDArray[np.bool_]
+    observations_per_alarm: float
+    run: DetectorRun
+    incidents: list[Incident]
+
+
+def evaluate(stream: Stream, spec: DetectionSpec, observations_per_false_alarm: float) -> Evaluation | None:
+    """Null rates, the detector at ``ln A`` and its incidents; ``None`` without a usable observation.
+
+    Observations of strata still building a baseline are dropped first.
+    """
+    q0, usable = null_rates(stream, spec)
+    if not usable.any():
+        return None
+    failed, rates = stream.failed[usable], q0[usable]
+    run = run_detector(failed, rates, threshold_for_budget(observations_per_false_alarm))
+    batch = stream.batch[usable] if stream.batch is not None else None
+    chain = incidents(run.alarms, run.starts, failed, rates, spec, batch) if run.alarmed else []
+    return Evaluation(failed, rates, usable, observations_per_false_alarm, run, chain)
+
+
 def self_candidate(
     stream: Stream, spec: DetectionSpec, now: float, tests: int, kind: Kind = "self"
 ) -> Candidate | None:
     """The stream's active incident, or ``None``.
 
-    1. Null rates per observation; observations of strata still building a baseline are dropped.
-    2. Threshold ``ln A`` from the budget; run the detector over the look-back.
-    3. No alarm, or the evidence since the last alarm has cleared it: ``None``.
-    4. Otherwise a candidate with the counts since the change point, the effect and its CI
+    1. :func:`evaluate` with ``A`` from the cell's share of the budget.
+    2. No alarm, or the evidence since the last alarm has cleared it: ``None``.
+    3. Otherwise a candidate with the counts since the change point, the effect and its CI
        against the pooled baseline, and the MDE of this test over the look-back.
     """
-    q0, usable = null_rates(stream, spec)
-    if not usable.any():
+    result = evaluate(stream, spec, observations_per_alarm(stream, spec, now, tests))
+    if result is None or not result.incidents or result.incidents[-1].cleared_at is not None:
         return None
-    failed = stream.failed[usable]
-    rates = q0[usable]
-    a = observations_per_alarm(stream, spec, now, tests)
-    threshold = threshold_for_budget(a)
-    run = run_detector(failed, rates, threshold)
-    if not run.alarmed:
-        return None
-    batch = stream.batch[usable] if stream.batch is not None else None
-    chain = incidents(run.alarms, run.starts, failed, rates, spec, batch)
-    if not chain or chain[-1].cleared_at is not None:
-        return None
+    failed, rates, usable, run = result.failed, result.rates, result.usable, result.run
+    a, threshold = result.observations_per_alarm, run.threshold
+    chain = result.incidents
     current = chain[-1]
     since, cleared, delta = current.start, current.cleared, current.delta
     observed = Counts(int(failed[since:].sum()), int(failed.size - since))
