@@ -12,23 +12,8 @@ import pytest
 import sqlalchemy as sa
 
 from tests.loopback import ThreadedServer, serve_in_thread
+from tests.probing.test_runner import PROBES  # the same two-probe catalog
 from tests.upstream import ScriptedUpstream
-
-PROBES = """
-[defaults]
-scorers = ["answered"]
-
-[[probe]]
-id = "capital"
-prompt = "What is the capital of France?"
-reference_answer = "Paris"
-
-[[probe]]
-id = "capital-repeat"
-prompt = "Name the capital of France."
-reference_answer = "Paris"
-repeat = 3
-"""
 
 
 @pytest.fixture(scope="module")
