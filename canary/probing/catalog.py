@@ -30,27 +30,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from canary.config.globs import Patterns, Selection
 from canary.config.validation import read_toml, validate
 from canary.errors import ConfigError
+from canary.probing.assertions import KNOWN_SCORERS, Assertion, parse_assertions
 from canary.probing.completion import Message, Mode, ProbeRequest
 from canary.resources import shipped
 
 DEFAULT_PROBE_DIR = shipped("probes")
-
-KNOWN_SCORERS = frozenset(
-    {
-        "answered",
-        "routing",
-        "unexpected_script",
-        "code_syntax",
-        "known_answer",
-        "determinism",
-        "argmax_conformance",
-        "long_context_recall",
-    }
-)
-"""Names a probe may list in ``scorers``; a test keeps this equal to ``canary.scoring.SCORERS``.
-
-Kept here rather than imported so that the catalog does not depend on the scoring package
-(which depends on the catalog)."""
 
 CodeLanguage = Literal["python", "javascript", "sql", "bash", "json"]
 
@@ -108,14 +92,14 @@ class NeedleSpec(BaseModel):
 class ProbeSpec(BaseModel):
     """One ``[[probe]]`` table after defaults are merged in."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
     prompt: str = Field(min_length=1)
     system: str | None = None
     completion_prompt: str | None = None
     reference_answer: str = Field(min_length=1)
-    scorers: tuple[str, ...] = Field(min_length=1)
+    scorers: tuple[str, ...] = ()
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     max_tokens: int = Field(default=256, ge=1, le=32768)
@@ -129,6 +113,7 @@ class ProbeSpec(BaseModel):
     context_tokens: int | None = Field(default=None, ge=1)
     needle: NeedleSpec | None = None
     tags: tuple[str, ...] = ()
+    assertions: tuple[Assertion, ...] = Field(default=(), alias="assert")  # [[probe.assert]]
 
     @field_validator("scorers")
     @classmethod
@@ -150,6 +135,8 @@ class ProbeSpec(BaseModel):
 
     @model_validator(mode="after")
     def _scorer_inputs_present(self) -> ProbeSpec:
+        if not self.scorers and not self.assertions:
+            raise ValueError("a probe needs 'scorers' or [[probe.assert]] checks")
         if "known_answer" in self.scorers and self.answer is None:
             raise ValueError("scorer 'known_answer' needs an [probe.answer] table")
         if "code_syntax" in self.scorers and self.code_language is None:
@@ -310,7 +297,8 @@ def content_version(
     """
     prompts = prompts or render_prompts(spec)
     content: dict[str, Any] = {
-        "spec": spec.model_dump(mode="json"),
+        # Without checks, the spec hashes as it did before probes had them, so stored versions stay.
+        "spec": spec.model_dump(mode="json", exclude=None if spec.assertions else {"assertions"}),
         "chat": prompts.chat,
         "completion": prompts.completion,
     }
@@ -362,6 +350,7 @@ def load_probe_file(path: Path) -> list[Probe]:
     probes: list[Probe] = []
     for index, entry in enumerate(parsed.probe):
         merged = {**parsed.defaults, **entry}
+        merged["assert"] = parse_assertions(merged.get("assert", []), path, f"probe[{index}].assert")
         spec = validate(ProbeSpec, merged, path, prefix=f"probe[{index}]")
         if not parsed.session:
             probes.append(Probe.from_spec(spec, probe_set=path.stem, source=str(path)))

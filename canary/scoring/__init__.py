@@ -1,7 +1,9 @@
 """Scorers by name. A probe's ``scorers`` list picks from :data:`SCORERS`.
 
 Adding a scorer is one module here plus its entry below (and its name in
-``canary.probing.catalog.KNOWN_SCORERS``, which validates probe files); scorers never touch I/O.
+``canary.probing.assertions.KNOWN_SCORERS``, which validates probe files); scorers never touch I/O.
+A probe's declared checks (``[[probe.assert]]``, :mod:`canary.scoring.assertions`) run after its
+scorers, each on its own under the metric it names.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from canary.probing.catalog import Probe
 from canary.probing.completion import Completion
 from canary.scoring.answered import AnsweredScorer
 from canary.scoring.argmax_conformance import ArgmaxConformanceScorer
+from canary.scoring.assertions import AssertionScorer
 from canary.scoring.base import Score, Scorer, ScoringContext
 from canary.scoring.code_syntax import CodeSyntaxScorer
 from canary.scoring.determinism import DeterminismScorer
@@ -47,6 +50,11 @@ def scorer_names(probe: Probe) -> list[str]:
     return [n for n in dict.fromkeys([*UNIVERSAL, *probe.spec.scorers]) if n in SCORERS]
 
 
+def scorers_of(probe: Probe) -> list[Scorer]:
+    """Everything that scores one probe, in order: :func:`scorer_names`, then its declared checks."""
+    return [*(SCORERS[n] for n in scorer_names(probe)), *map(AssertionScorer, probe.spec.assertions)]
+
+
 def score_completion(
     probe: Probe, completion: Completion, context: ScoringContext | None = None
 ) -> list[Score]:
@@ -54,7 +62,7 @@ def score_completion(
     if not completion.ok:
         return []
     context = context or ScoringContext()
-    return [s for name in scorer_names(probe) for s in SCORERS[name].score(probe, completion, context)]
+    return [s for scorer in scorers_of(probe) for s in scorer.score(probe, completion, context)]
 
 
 def score_each(
@@ -69,13 +77,22 @@ def score_each(
         return [], {}
     scores: list[Score] = []
     failed: dict[str, str] = {}
-    for name in scorer_names(probe):
+    for scorer in scorers_of(probe):
         try:
-            scores.extend(SCORERS[name].score(probe, completion, context))
+            scores.extend(scorer.score(probe, completion, context))
         except Exception as exc:  # a scorer bug; the run and the other scores are kept
-            log.debug("scorer %s raised", name, exc_info=True)
-            failed[name] = f"{type(exc).__name__}: {exc}"
+            log.debug("scorer %s raised", scorer.name, exc_info=True)
+            failed[scorer.name] = f"{type(exc).__name__}: {exc}"
     return scores, failed
 
 
-__all__ = ["SCORERS", "Score", "Scorer", "ScoringContext", "score_completion", "score_each", "scorer_names"]
+__all__ = [
+    "SCORERS",
+    "Score",
+    "Scorer",
+    "ScoringContext",
+    "score_completion",
+    "score_each",
+    "scorer_names",
+    "scorers_of",
+]
