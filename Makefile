@@ -16,6 +16,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	sh scripts/ensure-chromium.sh   # the status page is tested in a real browser
+	sh scripts/ensure-prometheus.sh   # Alertmanager, Prometheus and promtool are tested for real
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q
 

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from canary.alerting.incidents import AlertChange, evaluate_alerts
 from canary.alerting.outbox import OutboxDispatcher
+from canary.alerting.resend import enqueue_resends
 from canary.config.sections import AlertsSpec, DetectionSpec
 from canary.detection.detect import Finding, detect
 
@@ -43,10 +44,13 @@ async def detection_round(
        ``expected`` cells (name -> probe interval) checked for silence; findings are stored.
     2. Advance every alert with those findings; the outbox rows commit with the alert changes
        (:func:`canary.alerting.incidents.evaluate_alerts`).
-    3. Send what is due now, this round's notifications included, when a dispatcher is given.
+    3. Enqueue the repeat pushes of firing alerts that Alertmanager receivers are due
+       (:func:`canary.alerting.resend.enqueue_resends`).
+    4. Send what is due now, this round's notifications included, when a dispatcher is given.
        Anything that fails stays in the outbox for the next dispatch (its own retry schedule).
     """
     findings = await detect(engine, detection, now, expected=expected)
     changes = await evaluate_alerts(engine, findings, alerts, now)
+    await enqueue_resends(engine, alerts, now)
     attempted = await dispatcher.dispatch_once(engine, now) if dispatcher is not None else 0
     return RoundResult(findings, changes, attempted)

@@ -244,6 +244,15 @@ def build_config(data: dict[str, Any], path: Path | str) -> Config:
             raise ConfigError(path, f"targets[{i}]", f"duplicate cell {target.cell}")
         seen.add(target.cell)
         targets.append(target)
+    for i, r in enumerate(parsed.alerts.receivers):
+        if r.kind == "alertmanager" and r.resend_s < parsed.detection.interval_s:
+            # Repeats go out at detection rounds; a shorter period would let alerts lapse between them.
+            raise ConfigError(
+                path,
+                f"alerts.receivers[{i}].resend_s",
+                f"{r.resend_s:g} is shorter than detection.interval_s ({parsed.detection.interval_s:g}):"
+                " firing alerts are pushed again only at detection rounds",
+            )
     db_url = resolve_secret(parsed.database.url, path, "database.url") if parsed.database.url else None
     token = parsed.service.api_token
     return Config(

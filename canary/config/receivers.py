@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from canary.config.secrets import Secret, resolve_secret
 from canary.errors import ConfigError
 
-ReceiverKind = Literal["webhook", "slack", "pagerduty"]
+ReceiverKind = Literal["webhook", "slack", "pagerduty", "alertmanager"]
 
 
 class ReceiverSpec(BaseModel):
@@ -29,14 +29,24 @@ class ReceiverSpec(BaseModel):
     name: str = Field(min_length=1)
     kind: ReceiverKind
     url: str | None = None  # webhook and Slack (usually ``env:NAME``); PagerDuty's Events API by default
+    urls: list[str] = []  # alertmanager: each instance's base URL (an HA pair gets every alert)
     secret: str | None = None  # webhook: HMAC-SHA256 key for ``X-Canary-Signature``
     routing_key: str | None = None  # PagerDuty integration key
     severity: Literal["critical", "error", "warning", "info"] = "critical"
     send_resolved: bool = True
     timeout_s: float = Field(default=10.0, gt=0)
+    # alertmanager: re-push a firing alert this often; it ends by itself 4 x resend_s after the last push
+    resend_s: float = Field(default=60.0, gt=0)
 
     @model_validator(mode="after")
     def _kind_needs(self) -> ReceiverSpec:
+        if self.kind == "alertmanager" and not (self.url or self.urls):
+            raise ValueError("receiver kind 'alertmanager' needs 'urls' (or 'url')")
+        if self.kind != "alertmanager" and self.urls:
+            raise ValueError("'urls' applies only to kind 'alertmanager'")
+        for u in self.urls:
+            if not u.startswith(("http://", "https://", "env:")):
+                raise ValueError(f"'urls' entries are http(s) URLs or env:NAME, not '{u[:40]}'")
         if self.kind in ("webhook", "slack") and not self.url:
             raise ValueError(f"receiver kind '{self.kind}' needs 'url'")
         if self.kind == "pagerduty" and not self.routing_key:
@@ -53,6 +63,7 @@ class ResolvedReceiver:
     spec: ReceiverSpec
     url: Secret | str | None
     secret: Secret | str | None  # the webhook's HMAC key or PagerDuty's routing key
+    urls: tuple[Secret | str, ...] = ()  # alertmanager: ``url`` and every ``urls`` entry
 
     @property
     def name(self) -> str:
@@ -77,5 +88,6 @@ def resolve_receivers(
             secret = resolve_secret(spec.routing_key or "", path, f"{key}.routing_key")
         else:
             secret = resolve_secret(spec.secret, path, f"{key}.secret") if spec.secret else None
-        out.append(ResolvedReceiver(spec, url, secret))
+        urls = tuple(resolve_secret(u, path, f"{key}.urls[{j}]") for j, u in enumerate(spec.urls))
+        out.append(ResolvedReceiver(spec, url, secret, (url, *urls) if url is not None else urls))
     return tuple(out)

@@ -77,9 +77,12 @@ class Receiver(ABC):
 
     async def send(self, notice: Mapping[str, Any], client: httpx.AsyncClient) -> DeliveryResult:
         """Post one notice; every outcome, including a bug in rendering, becomes a result."""
+        return await self.post(reveal(self._url) or "", notice, client)
+
+    async def post(self, url: str, notice: Mapping[str, Any], client: httpx.AsyncClient) -> DeliveryResult:
+        """Render ``notice`` and post it to ``url``: the one attempt :meth:`send` makes per URL."""
         started = time.perf_counter()
         status: int | None = None
-        url = reveal(self._url) or ""
         try:
             body, headers = self.render(notice)
             response = await client.post(
