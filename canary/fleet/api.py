@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from canary.fleet.engine import Generation, TokenInfo
+from canary.fleet.vocab import tokenize
 
 MAX_TOP_LOGPROBS = 20
 _ANTHROPIC_ERROR_TYPES = {
@@ -52,6 +53,7 @@ class ParsedRequest:
     logprobs: int  # -1: none; n >= 0: chosen token plus n alternatives
     stop: tuple[str, ...]
     seed: int | None
+    echo: bool = False  # legacy completions: return the prompt's tokens and logprobs too
 
 
 def openai_error(err: ApiError) -> dict[str, Any]:
@@ -163,17 +165,20 @@ def parse_completions(body: dict[str, Any]) -> ParsedRequest:
     if body.get("stream"):
         raise ApiError(400, "stream is not supported by this server", param="stream")
     logprobs = body.get("logprobs")
+    echo = bool(body.get("echo"))
     return ParsedRequest(
         model=model,
         prompt=prompt,
         input_text=prompt,
-        max_tokens=_integer(body, "max_tokens", 16, 1, 32768),
+        # With echo, max_tokens = 0 scores the prompt without generating (OpenAI, vLLM).
+        max_tokens=_integer(body, "max_tokens", 16, 0 if echo else 1, 32768),
         temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
         top_p=_number(body, "top_p", 1.0, 0.0, 1.0),
         top_k=max(0, _integer(body, "top_k", 0, -1, 100_000)),
         logprobs=-1 if logprobs is None else _integer(body, "logprobs", 0, 0, MAX_TOP_LOGPROBS),
         stop=_stop(body.get("stop"), "stop"),
         seed=body.get("seed") if isinstance(body.get("seed"), int) else None,
+        echo=echo,
     )
 
 
@@ -233,25 +238,37 @@ def chat_response(req: ParsedRequest, gen: Generation, prompt_tokens: int) -> di
     }
 
 
+def _completions_logprobs(req: ParsedRequest, gen: Generation) -> dict[str, Any] | None:
+    """Legacy logprobs: the echoed prompt's tokens (the first without a logprob), then the generated ones."""
+    prompt = gen.prompt_logprobs if req.echo and gen.prompt_logprobs is not None else []
+    generated = gen.logprobs or []
+    if gen.logprobs is None and not prompt:
+        return None
+    tokens: list[str] = []
+    token_logprobs: list[float | None] = []
+    tops: list[dict[str, float] | None] = []
+    offsets, position = [], 0 if req.echo else len(req.prompt)
+    echoed = tokenize(req.prompt) if req.echo else []
+    for i, info in enumerate([*prompt, *generated]):
+        token = info.token if info is not None else echoed[i]
+        offsets.append(position)
+        position += len(token)
+        tokens.append(token)
+        token_logprobs.append(None if info is None else info.logprob)
+        tops.append(None if info is None else dict(info.top))
+    return {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": tops, "text_offset": offsets}
+
+
 def completions_response(req: ParsedRequest, gen: Generation, prompt_tokens: int) -> dict[str, Any]:
-    logprobs = None
-    if gen.logprobs is not None:
-        offsets, position = [], len(req.prompt)
-        for info in gen.logprobs:
-            offsets.append(position)
-            position += len(info.token)
-        logprobs = {
-            "tokens": [i.token for i in gen.logprobs],
-            "token_logprobs": [i.logprob for i in gen.logprobs],
-            "top_logprobs": [dict(i.top) for i in gen.logprobs],
-            "text_offset": offsets,
-        }
+    text = req.prompt + gen.text if req.echo else gen.text
+    logprobs = _completions_logprobs(req, gen)
+    choice = {"text": text, "index": 0, "logprobs": logprobs, "finish_reason": gen.finish_reason}
     return {
         "id": f"cmpl-{uuid.uuid4().hex[:24]}",
         "object": "text_completion",
         "created": int(time.time()),
         "model": req.model,
-        "choices": [{"text": gen.text, "index": 0, "logprobs": logprobs, "finish_reason": gen.finish_reason}],
+        "choices": [choice],
         "usage": _usage(prompt_tokens, gen),
     }
 

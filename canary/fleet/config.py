@@ -34,7 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from canary.config.validation import read_toml, validate
 from canary.errors import ConfigError
 
-FaultKind = Literal["misroute", "corrupt", "topk_drop"]
+FaultKind = Literal["misroute", "corrupt", "topk_drop", "quantize", "kv_quant", "context_config"]
+POOL_FAULTS = ("corrupt", "topk_drop", "quantize", "kv_quant", "context_config")
 SERVED_BY_HEADERS = ("x-served-pool", "x-served-replica")
 FRONT_DOOR = "front-door"
 _NAME = r"^[a-z0-9][a-z0-9_-]*$"
@@ -105,6 +106,9 @@ class FaultSpec(BaseModel):
       rare-script tokens (prose) or code-breaking tokens (code).
     - ``topk_drop`` (per pool): at the ``batch_sizes`` listed (all when empty), ``intensity`` is
       the per-step chance that approximate top-k drops the argmax token.
+    - ``quantize``, ``kv_quant``, ``context_config`` (per pool): the subtle faults, which answer
+      fluently but not quite like the model (see :mod:`canary.fleet.perturb`); ``intensity``
+      scales the logit perturbation (1.0 is the size 4-bit weights cause, 0.25 about 8-bit).
 
     ``models`` restricts a fault to some models (all when empty).
     """
@@ -122,7 +126,7 @@ class FaultSpec(BaseModel):
 
     @model_validator(mode="after")
     def _pool_where_needed(self) -> FaultSpec:
-        if self.fault in ("corrupt", "topk_drop") and self.pool is None:
+        if self.fault in POOL_FAULTS and self.pool is None:
             raise ValueError(f"fault '{self.fault}' needs 'pool'")
         return self
 

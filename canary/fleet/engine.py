@@ -56,6 +56,19 @@ class Generation:
     logprobs: list[TokenInfo] | None
     finish_reason: str  # "stop" or "length"
     batch_sizes: list[int]  # the batch size at each step, for tests and debugging
+    prompt_logprobs: list[TokenInfo | None] | None = None  # echo: the prompt's tokens, scored
+
+
+def token_info(vocab: Vocabulary, token: int, logits: np.ndarray, n: int) -> TokenInfo:
+    """The token's log-probability under ``logits`` and the ``n`` most probable alternatives."""
+    z = logits.astype(np.float64)
+    lse = np.log(np.exp(z - z.max()).sum()) + z.max()
+    k = max(n, 1)
+    top = np.argpartition(-z, k)[:k]
+    top = top[np.argsort(-z[top], kind="stable")]
+    tokens = vocab.tokens
+    alternatives = tuple((tokens[j], float(z[j] - lse)) for j in top[:n])
+    return TokenInfo(tokens[token], float(z[token] - lse), alternatives)
 
 
 @dataclass
@@ -183,7 +196,7 @@ class BatchEngine:
         r = row.request
         row.batch_sizes.append(batch_size)
         if r.logprobs >= 0 and token != self.vocab.eos:
-            row.infos.append(self._token_info(token, logits, r.logprobs))
+            row.infos.append(token_info(self.vocab, token, logits, r.logprobs))
         if token == self.vocab.eos:
             return self._finish(row, "stop")
         text = self.vocab.tokens[token]
@@ -197,16 +210,6 @@ class BatchEngine:
                 return self._finish(row, "stop")
         if len(row.tokens) >= r.max_tokens:
             self._finish(row, "length")
-
-    def _token_info(self, token: int, logits: np.ndarray, n: int) -> TokenInfo:
-        z = logits.astype(np.float64)
-        lse = np.log(np.exp(z - z.max()).sum()) + z.max()
-        k = max(n, 1)
-        top = np.argpartition(-z, k)[:k]
-        top = top[np.argsort(-z[top], kind="stable")]
-        tokens = self.vocab.tokens
-        alternatives = tuple((tokens[j], float(z[j] - lse)) for j in top[:n])
-        return TokenInfo(tokens[token], float(z[token] - lse), alternatives)
 
     def _finish(self, row: _Row, reason: str) -> None:
         row.done = True

@@ -22,7 +22,9 @@ import numpy as np
 
 from canary.fleet.config import FaultKind, FaultSpec, FleetConfig, PlatformSpec, PoolSpec, check_fault
 from canary.fleet.model import AnswerPlan, RowFaults
+from canary.fleet.perturb import Perturbation, pool_key
 
+SUBTLE_FAULTS: tuple[FaultKind, ...] = ("quantize", "kv_quant", "context_config")
 FOLLOW_UP_RATE = 0.03
 """After its first corrupt token or confused step, a request gets more at this rate per step."""
 LONG_CONTEXT_DEGRADE_FACTOR = 1.5
@@ -116,6 +118,7 @@ def row_faults(
     model: str,
     plan: AnswerPlan,
     rng: np.random.Generator,
+    offset: int = 0,
 ) -> RowFaults:
     """How the active faults touch one request served by ``route_``.
 
@@ -125,6 +128,8 @@ def row_faults(
     2. Under ``corrupt``, a request is hit with probability ``intensity``: its first corrupt
        token lands at a random step within the answer, later ones follow at a low rate.
     3. Under ``topk_drop``, the engine drops the argmax at the configured batch sizes.
+    4. Under ``quantize``, ``kv_quant`` or ``context_config``, every logit gets the pool's fixed
+       perturbation; ``offset`` is the prompt's length in tokens (the KV cache holds it too).
     """
     faults = RowFaults(rng=rng)
     horizon = max(len(plan.ref) - 1, 1)  # the answer's tokens, EOS excluded
@@ -143,4 +148,17 @@ def row_faults(
     if drop is not None:
         faults.drop_rate = drop.intensity
         faults.drop_batch_sizes = drop.batch_sizes
+    subtle = {
+        kind: spec.intensity
+        for kind in SUBTLE_FAULTS
+        if (spec := state.active(kind, platform, route_.pool.name, model)) is not None
+    }
+    if any(subtle.values()):
+        faults.perturb = Perturbation(
+            key=pool_key(platform, route_.pool.name, model),
+            quantize=subtle.get("quantize", 0.0),
+            kv_quant=subtle.get("kv_quant", 0.0),
+            context=subtle.get("context_config", 0.0),
+            offset=offset,
+        )
     return faults

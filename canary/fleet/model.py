@@ -22,8 +22,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from canary.fleet.config import ModelSpec
+from canary.fleet.perturb import Perturbation
 from canary.fleet.vocab import Vocabulary, script_class
 from canary.probing.catalog import Catalog, Probe
+from canary.probing.equivalence import EquivalenceCatalog
 
 GENERIC_ANSWERS = (
     "Here is a short answer: it depends on the details, but the usual approach is to start simple, "
@@ -58,8 +60,10 @@ class Answer:
 class AnswerBook:
     """Prompt text -> :class:`Answer`, built once from the catalog at fleet start-up."""
 
-    def __init__(self, catalog: Catalog | None) -> None:
+    def __init__(self, catalog: Catalog | None, equivalence: EquivalenceCatalog | None = None) -> None:
         self.by_prompt: dict[str, Answer] = {}
+        # Teacher-forced texts (prompt + fixed continuation) -> the continuation and where it starts.
+        self.forced: dict[str, tuple[Answer, int]] = {}
         for probe in catalog.probes if catalog else ():
             s = probe.spec
             answer = Answer(
@@ -79,9 +83,22 @@ class AnswerBook:
                 # A base model continues "Q: …\nA:" with a space before the answer.
                 answer = replace(answer, key=f"{probe.id}#completion", text=f" {s.reference_answer}")
             self.by_prompt.setdefault(completion, answer)
+        self._add_equivalence(equivalence or EquivalenceCatalog())
+
+    def _add_equivalence(self, equivalence: EquivalenceCatalog) -> None:
+        for forced in equivalence.forced:
+            answer = Answer(key=forced.id, text=forced.continuation, probe=None, code="code" in forced.tags)
+            self.forced[forced.text] = (answer, len(forced.prompt))
+        asked = [(p.id, p.prompt, p.reference_answer) for p in equivalence.greedy]
+        asked += [(p.id, p.prompt, p.reference_answer) for p in equivalence.sampled]
+        for key, prompt, text in asked:
+            answer = Answer(key=key, text=text, probe=None)
+            for sent in (prompt, f"{prompt}\n\n"):
+                self.by_prompt.setdefault(sent, answer)
 
     def texts(self) -> list[str]:
-        return [a.text for a in self.by_prompt.values()] + list(GENERIC_ANSWERS)
+        forced = [a.text for a, _ in self.forced.values()]
+        return [a.text for a in self.by_prompt.values()] + forced + list(GENERIC_ANSWERS)
 
     def lookup(self, prompt: str) -> Answer:
         found = self.by_prompt.get(prompt) or self.by_prompt.get(prompt.strip()) or self._transcript(prompt)
@@ -116,6 +133,7 @@ class AnswerPlan:
     corrupt_pool: np.ndarray  # ids the corrupt fault may push up for this answer
     long_context: bool  # a needle probe: misrouting loses the needle more often
     content: np.ndarray  # positions of words and digits (not spaces or punctuation)
+    seed: int = 0  # fixes a subtle fault's perturbation for this context
 
 
 @dataclass
@@ -127,6 +145,7 @@ class RowFaults:
     corrupt_steps: frozenset[int] = frozenset()
     drop_rate: float = 0.0  # topk_drop: chance per step that the argmax is dropped
     drop_batch_sizes: tuple[int, ...] = ()
+    perturb: Perturbation | None = None  # quantize, kv_quant, context_config
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
 
 
@@ -152,7 +171,8 @@ class SyntheticModel:
 
     def _make_plan(self, answer: Answer) -> AnswerPlan:
         v = self.vocab
-        rng = np.random.default_rng(_seed("plan", self.spec.name, self.spec.seed, answer.key))
+        plan_seed = _seed("plan", self.spec.name, self.spec.seed, answer.key)
+        rng = np.random.default_rng(plan_seed)
         ref = np.array([*v.encode(answer.text), v.eos], dtype=np.int32)
         filler = set(v.filler.tolist())
         margin = np.empty(len(ref), dtype=np.float32)
@@ -176,7 +196,7 @@ class SyntheticModel:
             corrupt = np.concatenate([v.rare_by_script[s] for s in scripts[:2] or ["Thai"]])
         kinds = [script_class(v.tokens[t]) for t in ref[:-1].tolist()]
         content = np.array([i for i, k in enumerate(kinds) if k not in ("space", "punct")], dtype=np.int32)
-        return AnswerPlan(ref, margin, alts, gap, corrupt, answer.long_context, content)
+        return AnswerPlan(ref, margin, alts, gap, corrupt, answer.long_context, content, plan_seed)
 
     def logits(self, plan: AnswerPlan, pos: int, step: int, faults: RowFaults, out: np.ndarray) -> None:
         """Write the logits for one row at answer position ``pos`` (decoding step ``step``) into ``out``.
@@ -188,6 +208,7 @@ class SyntheticModel:
            confused steps an alternative overtakes the reference: wrong words, wrong answers,
            lost needles.
         4. At a corrupt step a rare-script or code-breaking token overtakes everything.
+        5. A subtle fault (:mod:`canary.fleet.perturb`) adds its fixed noise to every logit.
         """
         i = min(pos, len(plan.ref) - 1)
         out[:] = self.background
@@ -195,6 +216,9 @@ class SyntheticModel:
         gaps = plan.alt_gap[i]
         if faults.degrade > 0.0:
             shrink = 1.0 - 0.6 * faults.degrade
+            margin, gaps = margin * shrink, gaps * shrink
+        if faults.perturb is not None:
+            shrink = faults.perturb.shrink(pos)
             margin, gaps = margin * shrink, gaps * shrink
         top = self.tail_lse + margin
         out[plan.alts[i]] = top - gaps
@@ -204,6 +228,8 @@ class SyntheticModel:
         if step in faults.corrupt_steps:
             token = plan.corrupt_pool[int(faults.rng.integers(len(plan.corrupt_pool)))]
             out[token] = top + faults.rng.uniform(1.0, 3.0)
+        if faults.perturb is not None:
+            out += faults.perturb.noise(plan.seed, pos, len(out))
 
     def is_inserted(self, plan: AnswerPlan, token: int) -> bool:
         """Corrupt tokens are insertions: the answer resumes where it was."""

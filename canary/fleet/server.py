@@ -33,11 +33,13 @@ from starlette.routing import Route as HttpRoute
 from canary.errors import ConfigError
 from canary.fleet import api
 from canary.fleet.config import FaultSpec, FleetConfig, PlatformSpec, default_fleet_config
-from canary.fleet.engine import BatchEngine, GenerationRequest
+from canary.fleet.engine import BatchEngine, Generation, GenerationRequest
 from canary.fleet.faults import FaultState, Route, pick_replica, route, row_faults
+from canary.fleet.forced import echo_logprobs
 from canary.fleet.model import AnswerBook, SyntheticModel
 from canary.fleet.vocab import build_vocabulary, tokenize
 from canary.probing.catalog import Catalog, load_catalog
+from canary.probing.equivalence import EquivalenceCatalog, default_equivalence_dir, load_equivalence
 
 SESSION_HEADER = "x-session-key"
 _PARSERS = {
@@ -69,7 +71,7 @@ class Fleet:
                 )
             except ConfigError:
                 catalog = None  # no catalog: every prompt gets a generic answer
-        self.book = AnswerBook(catalog)
+        self.book = AnswerBook(catalog, _equivalence_catalog(self.config.probes_dir))
         self.vocab = build_vocabulary(self.book.texts())
         self.models = {m.name: SyntheticModel(m, self.vocab) for m in self.config.models}
         self.state = FaultState(self.config)
@@ -103,9 +105,12 @@ class Fleet:
             spec = platform.pool(pool)
             assert spec is not None
             chosen = Route(spec, pick_replica(spec, platform.name, session, rng))
-        answer = self.book.lookup(request.prompt)
+        forced = self.book.forced.get(request.prompt) if request.echo else None
+        answer = forced[0] if forced is not None else self.book.lookup(request.prompt)
         plan = model.plan(answer)
-        faults = row_faults(self.state, platform.name, chosen, model.spec.name, plan, rng)
+        faults = row_faults(
+            self.state, platform.name, chosen, model.spec.name, plan, rng, offset=prompt_tokens
+        )
         top_k = min((k for k in (chosen.pool.top_k, request.top_k) if k > 0), default=0)
         job = GenerationRequest(
             model=model,
@@ -120,7 +125,15 @@ class Fleet:
             dtype=chosen.pool.dtype,
             faults=faults,
         )
-        generation = await asyncio.wrap_future(self.engine.submit(job))
+        if forced is not None or request.max_tokens == 0:
+            # A forced continuation is a complete answer: what follows it is the end of the text.
+            generation = Generation("", [], [] if request.logprobs >= 0 else None, "stop", [])
+        else:
+            generation = await asyncio.wrap_future(self.engine.submit(job))
+        if request.echo and request.logprobs >= 0:
+            generation.prompt_logprobs = echo_logprobs(
+                model, self.book, request.prompt, faults, chosen.pool.dtype, request.logprobs
+            )
         self.state.served[f"{platform.name}/{chosen.replica_name()}"] += 1
         if chosen.misrouted:
             self.state.misrouted[platform.name] += 1
@@ -141,6 +154,15 @@ class Fleet:
             "engine": {"steps": self.engine.steps, "tokens": self.engine.tokens_generated},
             "scenario": self.scenario.status() if self.scenario is not None else None,
         }
+
+
+def _equivalence_catalog(probes_dir: str | None) -> EquivalenceCatalog | None:
+    """The equivalence probes beside the catalog (``probes/equivalence/``), if there are any."""
+    directory = default_equivalence_dir() if probes_dir is None else Path(probes_dir) / "equivalence"
+    try:
+        return load_equivalence(directory)
+    except ConfigError:
+        return None
 
 
 def _error(endpoint: str, err: api.ApiError, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -90,21 +90,40 @@ def test_the_postmortem_scenario_replays_the_incident_in_order() -> None:
     runner.step()
     misroute = state.active("misroute", "first-party", None, "canary-small")
     assert misroute is not None and misroute.fraction == 0.008
-    assert state.active("corrupt", "cloud-a", "short-context", "canary-small") is None
-    clock.advance(26)  # day 31: after the load-balancer change, before the corruption rollback
+    assert state.active("misroute", "cloud-a", None, "canary-small") is None  # from Aug 12
+    assert state.active("corrupt", "first-party", "short-context", "canary-small") is None
+    clock.advance(20)  # day 25, Aug 26: corruption and top-k on the own API only
+    runner.step()
+    for fault in ("corrupt", "topk_drop"):
+        for platform in ("cloud-a", "cloud-b"):
+            for pool in ("short-context", "long-context"):
+                assert state.active(fault, platform, pool, "canary-small") is None  # type: ignore[arg-type]
+    assert state.active("corrupt", "first-party", "short-context", "canary-large") is not None
+    assert state.active("misroute", "cloud-a", None, "canary-small") is not None
+    assert state.active("misroute", "cloud-b", None, "canary-small") is None  # from Aug 27
+    clock.advance(6)  # day 31: after the load-balancer change, before the corruption rollback
     runner.step()
     assert state.active("misroute", "first-party", None, "canary-large").fraction == 0.16  # type: ignore[union-attr]
-    assert state.active("corrupt", "cloud-a", "short-context", "canary-large") is not None
-    assert state.active("topk_drop", "cloud-b", "short-context", "canary-small") is not None
-    assert state.active("topk_drop", "cloud-b", "short-context", "canary-large") is None
-    clock.advance(20)
+    assert state.active("corrupt", "first-party", "short-context", "canary-large") is None  # ended Aug 28
+    assert state.active("corrupt", "first-party", "short-context", "canary-small") is not None
+    assert state.active("topk_drop", "first-party", "short-context", "canary-small") is not None
+    assert state.active("topk_drop", "first-party", "short-context", "canary-large") is None
+    clock.advance(16)  # day 47, Sep 17: fixed on first-party and cloud-b, not yet on cloud-a
+    runner.step()
+    assert state.active("misroute", "first-party", None, "canary-small") is None
+    assert state.active("misroute", "cloud-b", None, "canary-small") is None
+    assert state.active("misroute", "cloud-a", None, "canary-small") is not None
+    clock.advance(4)
     runner.step()
     assert runner.finished and state.snapshot() and not any(f.enabled for f in state.snapshot())
     onsets = {(o.fault, o.platform, o.pool): o for o in runner.onsets()}
-    corrupt = onsets[("corrupt", "cloud-a", "short-context")]
+    corrupt = onsets[("corrupt", "first-party", "short-context")]
     assert (corrupt.began_day, corrupt.ended_day) == (24, 32)
     assert onsets[("misroute", "first-party", None)].began_wall == 1_000.0 + 5 * 60.0
-    assert onsets[("misroute", "first-party", None)].ended_day == 48
+    assert onsets[("misroute", "first-party", None)].ended_day == 46
+    cloud_a, cloud_b = onsets[("misroute", "cloud-a", None)], onsets[("misroute", "cloud-b", None)]
+    assert (cloud_a.began_day, cloud_a.ended_day) == (11, 48)
+    assert (cloud_b.began_day, cloud_b.ended_day) == (26, 46)
 
 
 def test_a_scenario_naming_an_unknown_platform_is_a_config_error(tmp_path: Path) -> None:
