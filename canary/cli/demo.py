@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
+from rich.console import Console
 
 from canary.cli.common import data_dir_option
+from canary.cli.output import OutputFormat, console_for_output, emit, format_option
 from canary.logs import configure_logging
 
 
@@ -33,6 +36,7 @@ from canary.logs import configure_logging
 @click.option("--probes", default=None, help="Probe globs (default: a probe set per kind of evidence).")
 @click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True, help="Per cell.")
 @data_dir_option
+@format_option("the fault table (plain and json keep the progress lines on stderr)")
 @click.option("--log-level", default="WARNING", show_default=True)
 def demo(
     scenario: Path | None,
@@ -41,6 +45,7 @@ def demo(
     probes: str | None,
     concurrency: int,
     data_dir: Path | None,
+    output_format: OutputFormat,
     log_level: str,
 ) -> None:
     """Replay the postmortem on the reference fleet and show when each fault was caught.
@@ -53,9 +58,22 @@ def demo(
     """
     import os
 
-    from canary.fleet.demo import DEFAULT_PROBES, DEFAULT_SCENARIO, run_demo
+    from canary.fleet.demo import (
+        DEFAULT_PROBES,
+        DEFAULT_SCENARIO,
+        fault_table,
+        print_result,
+        result_data,
+        run_demo,
+    )
 
     configure_logging(log_level)
+
+    def show(result: Any, scenario: Any, console: Console) -> None:
+        if output_format != "table":
+            emit(output_format, fault_table(result), result_data(result))
+        print_result(result, scenario, console, table=output_format == "table")
+
     run_demo(
         scenario_path=scenario or DEFAULT_SCENARIO,
         days_per_pass=days_per_pass,
@@ -64,4 +82,6 @@ def demo(
         concurrency=concurrency,
         data_dir=data_dir,
         database_url=os.environ.get("DATABASE_URL"),
+        console=console_for_output(stderr=output_format != "table"),
+        show=show,
     )

@@ -1,12 +1,13 @@
-"""Terminal output for passes: the per-cell summary table."""
+"""Output for passes: the per-cell summary as a table, plain lines or JSON (:mod:`canary.cli.output`)."""
 
 from __future__ import annotations
 
 import statistics
+from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
+from canary.cli.output import OutputFormat, emit
 from canary.probing.runner import PassSummary
 
 
@@ -32,11 +33,32 @@ def pass_table(summary: PassSummary) -> Table:
     return table
 
 
-def wide_console() -> Console:
-    """A console that does not squeeze the table to 80 columns when output is piped."""
-    console = Console()
-    return console if console.is_terminal else Console(width=240)
+def pass_data(summary: PassSummary) -> dict[str, Any]:
+    """The pass as JSON-ready data: per cell, runs, failures by reason, p50 latency and each metric."""
+    cells = []
+    for name in sorted(summary.cells):
+        cell = summary.cells[name]
+        metrics = {
+            m: {"passed": cell.metric_passed[m], "total": cell.metric_total[m]} for m in cell.metric_total
+        }
+        cells.append(
+            {
+                "cell": name,
+                "runs": cell.runs,
+                "ok": cell.ok,
+                "failures": dict(cell.failures),
+                "p50_ms": statistics.median(cell.latencies_ms) if cell.latencies_ms else None,
+                "metrics": metrics,
+            }
+        )
+    return {
+        "pass_id": str(summary.pass_id),
+        "runs": summary.stored,
+        "failed_runs": summary.failed_runs,
+        "duration_s": summary.duration_s,
+        "cells": cells,
+    }
 
 
-def print_pass(summary: PassSummary, console: Console | None = None) -> None:
-    (console or wide_console()).print(pass_table(summary))
+def print_pass(summary: PassSummary, output_format: OutputFormat = "table") -> None:
+    emit(output_format, pass_table(summary), pass_data(summary) if output_format == "json" else None)

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from canary.cli.common import config_option, data_dir_option, fail_config, load_or_exit
+from canary.cli.output import OutputFormat, format_option
 from canary.cli.report import print_pass
 from canary.config.loader import Target
 from canary.errors import ConfigError
@@ -34,6 +35,7 @@ from canary.storage.engine import async_engine, database
     "--probes", default=None, help="Comma-separated globs over probe ids or probe sets; !glob excludes."
 )
 @click.option("--deploy-id", default=None, help="Tag the runs with this deploy id.")
+@format_option("each pass's per-cell summary")
 @click.option("--log-level", default="WARNING", show_default=True)
 def run(
     config_path: Path,
@@ -42,6 +44,7 @@ def run(
     cells: str | None,
     probes: str | None,
     deploy_id: str | None,
+    output_format: OutputFormat,
     log_level: str,
 ) -> None:
     """Probe every selected cell with every selected probe, score, store and summarise.
@@ -62,12 +65,20 @@ def run(
         click.echo(f"nothing to run: {len(targets)} cells and {len(selected)} probes selected", err=True)
         sys.exit(2)
     with database(config.database_url, data_dir or config.data_dir) as url:
-        failed = anyio.run(passes, url, targets, selected, deploy_id, once, config.defaults.interval_s)
+        failed = anyio.run(
+            passes, url, targets, selected, deploy_id, once, config.defaults.interval_s, output_format
+        )
     sys.exit(1 if failed else 0)
 
 
 async def passes(
-    url: str, targets: list[Target], probes: list[Probe], deploy_id: str | None, once: bool, interval_s: float
+    url: str,
+    targets: list[Target],
+    probes: list[Probe],
+    deploy_id: str | None,
+    once: bool,
+    interval_s: float,
+    output_format: OutputFormat = "table",
 ) -> int:
     """Run passes (one, or one per interval until interrupted); returns the last pass's failures."""
     engine = async_engine(url)
@@ -84,7 +95,7 @@ async def passes(
                     deploy_id=deploy_id,
                     on_stored=functools.partial(progress.advance, task),
                 )
-            print_pass(summary)
+            print_pass(summary, output_format)
             if once:
                 return summary.failed_runs
             await anyio.sleep(interval_s)

@@ -20,6 +20,7 @@ import click
 import httpx
 
 from canary.cli.common import config_option, data_dir_option, fail_config, load_or_exit
+from canary.cli.output import OutputFormat, format_option
 
 url_option = click.option(
     "--url", envvar="CANARY_URL", default="http://127.0.0.1:8080", show_default=True, help="canary service."
@@ -177,29 +178,40 @@ def deploy_list(url: str, limit: int) -> None:
     "--timeout", "timeout_s", type=float, default=3600.0, show_default=True, help="Give up waiting."
 )
 @click.option("--poll", "poll_s", type=float, default=10.0, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the whole verdict as JSON.")
+@format_option("the verdict's metrics (json: the whole verdict)")
+@click.option("--json", "as_json", is_flag=True, help="The same as --format json.")
 def verdict_command(
-    url: str, deploy: str, wait: bool, timeout_s: float, poll_s: float, as_json: bool
+    url: str,
+    deploy: str,
+    wait: bool,
+    timeout_s: float,
+    poll_s: float,
+    output_format: OutputFormat,
+    as_json: bool,
 ) -> None:
-    """The verdict of DEPLOY (id or name): exit 0 PASS, 1 FAIL, 2 INCONCLUSIVE / pending / error."""
+    """The verdict of DEPLOY (id or name): exit 0 PASS, 1 FAIL, 2 INCONCLUSIVE / pending / error.
+
+    Metric names and notes are printed whole, also when the output is a CI log or a pipe.
+    """
     deadline = time.monotonic() + timeout_s
     view = api_call("GET", url, f"/api/deploys/{deploy}")
     while wait and not view["decided"] and time.monotonic() < deadline:
         time.sleep(max(0.1, min(poll_s, deadline - time.monotonic())))
         view = api_call("GET", url, f"/api/deploys/{deploy}")
-    if as_json:
-        click.echo(json.dumps(view, indent=2))
-    else:
-        print_verdict(view)
+    print_verdict(view, "json" if as_json else output_format)
     sys.exit(view["exit_code"] if view["decided"] else 2)
 
 
-def print_verdict(view: dict[str, Any]) -> None:
-    from rich.console import Console
+def print_verdict(view: dict[str, Any], output_format: OutputFormat = "table") -> None:
+    """The verdict line, then one row per metric (or the whole view as JSON)."""
     from rich.table import Table
 
-    console = Console()
-    console.print(f"[bold]{view['name']}[/] ({view['id']}): [bold]{view['verdict']}[/] — {view['reason']}")
+    from canary.cli.output import console_for_output, emit
+
+    console = console_for_output()
+    if output_format != "json":
+        heading = f"{view['name']} ({view['id']}): {view['verdict']} — {view['reason']}"
+        console.print(heading, markup=False, highlight=False)  # a reason may hold [brackets]
     table = Table("metric", "outcome", "canary", "baseline", "effect", "p", "n (c/b)", "note")
     for m in view["metrics"]:
 
@@ -211,4 +223,4 @@ def print_verdict(view: dict[str, Any]) -> None:
             m["metric"], m["outcome"], fmt(m["canary_rate"]), fmt(m["baseline_rate"]), fmt(m["effect"]),
             fmt(m["p_value"], ".2g"), f"{m['canary_n']}/{m['baseline_n']}", flags,
         )  # fmt: skip
-    console.print(table)
+    emit(output_format, table, view, console)

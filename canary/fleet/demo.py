@@ -20,7 +20,7 @@ import math
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -162,11 +162,13 @@ def run_demo(
     data_dir: Path | None = None,
     database_url: str | None = None,
     console: Console | None = None,
+    show: Callable[[DemoResult, Any, Console], None] | None = None,
 ) -> DemoResult:
     """Run the whole demo (see the module docstring) and return what it saw.
 
     ``passes`` cuts the scenario into that many passes (overriding ``days_per_pass``): the way
-    to replay it over more runs, e.g. the healthy scenario over 100,000.
+    to replay it over more runs, e.g. the healthy scenario over 100,000. ``show`` prints the
+    result (default :func:`print_result` on ``console``).
     """
     from canary.fleet import default_fleet_config, load_scenario, run_fleet_in_thread
     from canary.fleet.scenario import ManualClock
@@ -189,7 +191,7 @@ def run_demo(
         )
         result = anyio.run(_replay, url, targets, probes, runner, clock, scenario, days_per_pass, console)
     result.seconds = time.monotonic() - started
-    print_result(result, scenario, console)
+    (show or print_result)(result, scenario, console)
     return result
 
 
@@ -252,9 +254,8 @@ def _sync_episodes(current: list[Detection], onsets: Sequence[Any]) -> list[Dete
     return out
 
 
-def print_result(result: DemoResult, scenario: Any, console: Console) -> None:
-    if not result.detections:
-        console.print(f"{scenario.name}: no fault was switched on, so every finding is a false alarm")
+def fault_table(result: DemoResult) -> Table:
+    """One row per fault episode: where, when it began and ended, when and how it was first flagged."""
     table = Table(title="faults: when each began and when the canary first flagged it")
     for column in ("fault", "where", "began (day)", "ended", "first flagged (day)", "delay", "by"):
         table.add_column(column)
@@ -268,8 +269,43 @@ def print_result(result: DemoResult, scenario: Any, console: Console) -> None:
             delay = f"{d.flagged_day - d.began_day:g} d"
             by = f"{d.finding.metric} on {d.finding.cell} ({d.finding.kind})"
         table.add_row(d.fault, where, f"{d.began_day:g}", ended, flagged, delay, by)
-    if result.detections:
-        console.print(table)
+    return table
+
+
+def result_data(result: DemoResult) -> dict[str, Any]:
+    """What the replay saw as JSON-ready data (``canary demo --format json``)."""
+    faults = [
+        {
+            "fault": d.fault,
+            "platform": d.platform,
+            "pool": d.pool,
+            "note": d.note,
+            "began_day": d.began_day,
+            "ended_day": d.ended_day,
+            "flagged_day": d.flagged_day,
+            "metric": d.finding.metric if d.finding else None,
+            "cell": d.finding.cell if d.finding else None,
+            "kind": d.finding.kind if d.finding else None,
+        }
+        for d in result.detections
+    ]
+    return {
+        "passes": result.passes,
+        "runs": result.runs,
+        "seconds": result.seconds,
+        "findings": len(result.episodes),
+        "findings_by_kind": dict(result.findings_by_kind),
+        "faults": faults,
+        "unexplained": [{"day": day, "message": f.message} for day, f in result.false_alarms],
+    }
+
+
+def print_result(result: DemoResult, scenario: Any, console: Console, *, table: bool = True) -> None:
+    """The fault table (unless ``table`` is False), then the totals and the unexplained findings."""
+    if not result.detections:
+        console.print(f"{scenario.name}: no fault was switched on, so every finding is a false alarm")
+    if result.detections and table:
+        console.print(fault_table(result))
     kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(result.findings_by_kind.items()))
     console.print(
         f"{result.passes} passes, {result.runs:,} runs in {result.seconds:.0f}s; "
