@@ -8,6 +8,7 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 
 from canary.storage.engine import sqlalchemy_url
+from canary.storage.partitions import include_in_migrations
 from canary.storage.tables import Base
 
 config = context.config
@@ -21,7 +22,9 @@ def url() -> str:
 
 
 def run_migrations_offline() -> None:
-    context.configure(url=url(), target_metadata=target_metadata, literal_binds=True)
+    context.configure(
+        url=url(), target_metadata=target_metadata, literal_binds=True, include_name=include_in_migrations
+    )
     with context.begin_transaction():
         context.run_migrations()
 
@@ -29,14 +32,18 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
-        context.configure(connection=connection, target_metadata=target_metadata)
+        context.configure(
+            connection=connection, target_metadata=target_metadata, include_name=include_in_migrations
+        )
         with context.begin_transaction():
             context.run_migrations()
         return
     engine = create_engine(url(), poolclass=pool.NullPool)
     try:
         with engine.connect() as conn:
-            context.configure(connection=conn, target_metadata=target_metadata)
+            context.configure(
+                connection=conn, target_metadata=target_metadata, include_name=include_in_migrations
+            )
             with context.begin_transaction():
                 context.run_migrations()
     finally:

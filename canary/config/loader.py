@@ -18,7 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from canary.config.globs import Patterns, Selection
 from canary.config.receivers import ResolvedReceiver, resolve_receivers
 from canary.config.secrets import Secret, resolve_secret, reveal
-from canary.config.sections import AlertsSpec, DetectionSpec, ScheduleSpec, ServiceSpec, VerdictPolicy
+from canary.config.sections import (
+    AlertsSpec,
+    DetectionSpec,
+    ScheduleSpec,
+    ServiceSpec,
+    StorageSpec,
+    VerdictPolicy,
+)
 from canary.config.validation import read_toml, validate
 from canary.errors import ConfigError
 
@@ -132,6 +139,7 @@ class ConfigFile(BaseModel):
     targets: list[TargetSpec] = Field(default_factory=list)
     detection: DetectionSpec = DetectionSpec()
     alerts: AlertsSpec = AlertsSpec()
+    storage: StorageSpec = StorageSpec()
     service: ServiceSpec = ServiceSpec()
 
 
@@ -192,6 +200,7 @@ class Config:
     alerts: AlertsSpec = field(default_factory=AlertsSpec, repr=False)
     receivers: tuple[ResolvedReceiver, ...] = field(default=(), repr=False)  # secrets resolved
     service: ServiceSpec = field(default_factory=ServiceSpec, repr=False)
+    storage: StorageSpec = field(default_factory=StorageSpec)
     api_token: Secret | str | None = field(default=None, repr=False)  # ``service.api_token`` resolved
 
     @property
@@ -266,6 +275,7 @@ def build_config(data: dict[str, Any], path: Path | str) -> Config:
         alerts=parsed.alerts,
         receivers=resolve_receivers(parsed.alerts.receivers, path),
         service=parsed.service,
+        storage=parsed.storage,
         api_token=resolve_secret(token, path, "service.api_token") if token else None,
     )
 

@@ -7,6 +7,7 @@ port instead of when it first leads. The subsystems take these validated models 
 - ``[detection]`` -> :class:`DetectionSpec` (:mod:`canary.detection`);
 - ``[alerts]`` -> :class:`AlertsSpec` with its ``[[alerts.receivers]]``
   (:class:`~canary.config.receivers.ReceiverSpec`) and the outbox's :class:`DeliveryPolicy`;
+- ``[storage]`` -> :class:`StorageSpec` (retention, :mod:`canary.storage.partitions`);
 - ``[service]`` -> :class:`ServiceSpec`, with ``[service.schedule]`` (:class:`ScheduleSpec`) and
   ``[service.verdict]`` (:class:`VerdictPolicy`, the deploy judgement of :mod:`canary.verdicts`).
 
@@ -151,6 +152,16 @@ class VerdictPolicy(BaseModel):
         if self.min_effect >= self.detect_effect:
             raise ValueError("'min_effect' (tolerated) must be smaller than 'detect_effect' (to detect)")
         return self
+
+
+class StorageSpec(BaseModel):
+    """The ``[storage]`` section of canary.toml: how long rows are kept (:mod:`canary.storage.partitions`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    raw_retention_days: int = Field(default=14, ge=1)  # runs, scores and minute rollups
+    rollup_retention_days: int = Field(default=400, ge=1)  # hour rollups
+    partitions_ahead_days: int = Field(default=3, ge=1)  # day partitions the leader creates ahead
 
 
 class ServiceSpec(BaseModel):

@@ -18,7 +18,7 @@ from canary.detection.decisions import Candidate, format_message, snippet
 from canary.detection.episodes import Finding
 from canary.detection.queries import AVAILABILITY
 from canary.stats import session_clustering
-from canary.storage.counts import failed, score_counts
+from canary.storage.counts import failed, run_of_score, score_counts
 from canary.storage.tables import DeployRow, RunRow, ScoreRow
 
 
@@ -39,7 +39,7 @@ async def sample(conn: AsyncConnection, c: Candidate, since: datetime, now: date
         return None if hit is None else snippet(f"{hit.reason}: {hit.error or ''}")
     query = (
         sa.select(ScoreRow.detail, RunRow.output_text, RunRow.error)
-        .join(RunRow, RunRow.id == ScoreRow.run_id)
+        .join(RunRow, run_of_score())
         .where(ScoreRow.target_id == c.target_id, ScoreRow.metric == c.metric, failed())
         .where(ScoreRow.created_at > since, ScoreRow.created_at <= now)
         .order_by(ScoreRow.created_at.desc())

@@ -32,6 +32,7 @@ from canary.probing.scheduler import ProbeScheduler, Shard, plan_jobs
 from canary.service.api import ApiContext, create_app
 from canary.service.metrics import ServiceMetrics
 from canary.storage.engine import async_engine
+from canary.storage.partitions import MAINTENANCE_INTERVAL_S, maintain
 from canary.storage.rollups import ROLLUP_INTERVAL_S, RollupRefresher
 from canary.storage.tables import AlertRow
 from canary.verdicts.deploys import active_bursts, evaluate_running, running_deploys
@@ -234,7 +235,9 @@ class Service:
         )
         # Dashboards and the status page read rollups (canary.storage.rollups); the leader keeps them fresh.
         rollups = Duty("rollups", ROLLUP_INTERVAL_S, partial(RollupRefresher().step, engine))
-        return [verdicts, rollups, *(self.extra_duties(engine) if self.extra_duties else [])]
+        # Day partitions ahead, expired ones dropped (canary.storage.partitions).
+        storage = Duty("partitions", MAINTENANCE_INTERVAL_S, partial(maintain, engine, self.config.storage))
+        return [verdicts, rollups, storage, *(self.extra_duties(engine) if self.extra_duties else [])]
 
     async def refresh(self, engine: AsyncEngine) -> None:
         """Bursts for cells under a running deploy; gauges that live in the database."""

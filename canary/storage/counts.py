@@ -43,6 +43,7 @@ __all__ = [
     "Grain",
     "failed",
     "run_counts",
+    "run_of_score",
     "score_counts",
 ]
 
@@ -78,6 +79,11 @@ class AgeBuckets:
 
 
 Buckets = CalendarBuckets | AgeBuckets
+
+
+def run_of_score() -> sa.ColumnElement[bool]:
+    """The join of a score to its run: by id and by the partition key, so one partition is read."""
+    return sa.and_(RunRow.id == ScoreRow.run_id, RunRow.started_at == ScoreRow.created_at)
 
 
 def failed() -> sa.ColumnElement[bool]:
@@ -155,7 +161,7 @@ def score_counts(
         *columns, sa.func.count().label("n"), sa.func.count().filter(failed()).label("failures"), *extra
     ).select_from(ScoreRow)
     if by_session or by_pass:
-        query = query.join(RunRow, RunRow.id == ScoreRow.run_id)
+        query = query.join(RunRow, run_of_score())
     conditions = [
         *_window(ScoreRow.created_at, since, until, closed),
         *_cells(ScoreRow.target_id, cells, target_ids),

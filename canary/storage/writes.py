@@ -20,6 +20,7 @@ from canary.config.loader import Target
 from canary.probing.catalog import Probe
 from canary.probing.completion import Completion
 from canary.scoring.base import Score
+from canary.storage import logprobs
 from canary.storage.tables import ProbeRow, ReferenceOutputRow, RunRow, ScoreRow, TargetRow
 
 MAX_OUTPUT_CHARS = 20_000  # a runaway generation must not bloat the table
@@ -138,7 +139,7 @@ def run_values(r: RunResult) -> dict[str, Any]:
         "served_by": c.served_by,
         "served_pool": r.served_pool,
         "output_text": c.text[:MAX_OUTPUT_CHARS] if c.ok else None,
-        "token_logprobs": (
+        "token_logprobs": logprobs.encode(
             [[t.token, t.logprob, [list(a) for a in t.top]] for t in c.tokens]
             if c.tokens is not None
             else None
