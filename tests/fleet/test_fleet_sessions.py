@@ -32,7 +32,8 @@ async def runs_by_turn(engine: AsyncEngine) -> list[sa.Row[tuple[str, str, str, 
             "SELECT t.provider, p.probe_id, r.session_key, r.served_pool, r.output_text, "
             "bool_and(s.passed) AS passed "
             "FROM runs r JOIN probes p ON p.id = r.probe_pk JOIN targets t ON t.id = r.target_id "
-            "JOIN scores s ON s.run_id = r.id GROUP BY t.provider, p.probe_id, r.id"
+            "JOIN scores s ON s.run_id = r.id AND s.created_at = r.started_at"
+            " GROUP BY t.provider, p.probe_id, r.id, r.started_at"
         )
         return list((await conn.execute(sa.text(query))).all())
 
