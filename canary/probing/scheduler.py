@@ -130,6 +130,8 @@ class ProbeScheduler:
             self._add(job.key, job.key, job.interval_s, job.jitter_s, now + timedelta(seconds=phase))
         self.scheduler.start()
         self.metrics.jobs.labels("regular").set(len(self.jobs))
+        for job in sorted(self.jobs.values(), key=lambda j: -j.interval_s):  # the shortest is set last
+            self.metrics.cell_interval.labels(job.cell).set(job.interval_s)
         self.started = True
 
     def _add(self, job_id: str, key: str, interval_s: float, jitter_s: float, first: datetime) -> None:

@@ -34,7 +34,7 @@ from canary.service.metrics import ServiceMetrics
 from canary.storage.engine import async_engine
 from canary.storage.partitions import MAINTENANCE_INTERVAL_S, maintain
 from canary.storage.rollups import ROLLUP_INTERVAL_S, RollupRefresher
-from canary.storage.tables import AlertRow
+from canary.storage.tables import AlertDeliveryRow, AlertRow
 from canary.verdicts.deploys import active_bursts, evaluate_running, running_deploys
 
 log = logging.getLogger(__name__)
@@ -249,7 +249,11 @@ class Service:
         )
         async with engine.connect() as conn:
             firing = await conn.scalar(sa.select(sa.func.count()).where(AlertRow.state == "firing"))
+            backlog = sa.select(sa.func.count(), sa.func.min(AlertDeliveryRow.created_at))
+            pending, oldest = (await conn.execute(backlog.where(AlertDeliveryRow.status == "pending"))).one()
         self.metrics.open_alerts.set(firing or 0)
+        self.metrics.outbox_pending.set(pending)
+        self.metrics.outbox_oldest.set(max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
 
     async def _refresh_forever(self, engine: AsyncEngine) -> None:
         while True:

@@ -7,6 +7,8 @@ background loop. A private registry keeps two services in one process (tests) ap
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -92,11 +94,35 @@ class ServiceMetrics:
         self.duty_errors = Counter(
             "canary_singleton_errors", "Singleton duty iterations that raised.", ["duty"], registry=r
         )
+        # What the example alert rules (examples/prometheus/canary-rules.yml) watch.
+        self.last_run = Gauge(
+            "canary_cell_last_run_timestamp_seconds",
+            "Unix time of the last pass that stored runs for the cell on this replica.",
+            ["cell"],
+            registry=r,
+        )
+        self.cell_interval = Gauge(
+            "canary_cell_probe_interval_seconds",
+            "Shortest probe interval among the cell's jobs on this replica.",
+            ["cell"],
+            registry=r,
+        )
+        self.outbox_pending = Gauge(
+            "canary_outbox_pending", "Alert notifications not yet delivered (all replicas).", registry=r
+        )
+        self.outbox_oldest = Gauge(
+            "canary_outbox_oldest_pending_age_seconds",
+            "Age of the oldest undelivered alert notification; 0 when none is pending.",
+            registry=r,
+        )
 
     def observe_pass(self, probe_set: str, summary: PassSummary) -> None:
         """Fold one finished pass into the counters."""
         self.pass_seconds.labels(probe_set).observe(summary.duration_s)
+        ended = time.time()
         for cell, c in summary.cells.items():
+            if c.runs:
+                self.last_run.labels(cell).set(ended)
             if c.ok:
                 self.runs.labels(cell, "ok").inc(c.ok)
             if c.runs - c.ok:
