@@ -153,21 +153,35 @@ async def active_bursts(engine: AsyncEngine, now: datetime) -> dict[str, str]:
     return bursts
 
 
+def _per_metric(clusters: sa.Subquery, failures: str) -> sa.Select[Any]:
+    """Failing observations and observations per metric, from rows that are each one clustered
+    observation (a cell's repeats of one probe version in one pass): repeats of a temperature-0
+    probe fail together, so counting them as independent runs would overstate the evidence."""
+    keys = [clusters.c.metric] if "metric" in clusters.c else []
+    return sa.select(
+        *keys, sa.func.count().filter(clusters.c[failures] > 0), sa.func.count()
+    ).group_by(*keys)
+
+
 async def collect_samples(
     conn: AsyncConnection, canary: Sequence[str], baseline: Sequence[str], start: datetime, end: datetime
 ) -> list[MetricSamples]:
-    """Per-metric failure counts on both sides inside the window, plus request errors and latency."""
+    """Per-metric failure counts on both sides inside the window, plus request errors and latency.
+
+    A rate metric's ``n`` counts clustered observations, not runs (:func:`_per_metric`)."""
     sides: dict[str, dict[str, tuple[int, int]]] = {}
     latency: dict[str, tuple[float, ...]] = {}
     for side, cells in (("canary", canary), ("baseline", baseline)):
         window = {"cells": list(cells), "start": start, "end": end}
-        counts: dict[str, tuple[int, int]] = {}  # metric -> (failures, n), summed over the side's cells
-        scores = await conn.execute(score_counts(cells=list(cells), since=start, until=end))
-        for _, metric, n, f in scores.all():
-            failures, total = counts.get(metric, (0, 0))
-            counts[metric] = (failures + int(f), total + int(n))
-        runs = (await conn.execute(run_counts(cells=list(cells), since=start, until=end))).all()
-        counts[REQUEST_ERRORS] = (sum(int(errors) for _, _, errors in runs), sum(int(n) for _, n, _ in runs))
+        # metric -> (failing observations, observations) over the side's cells
+        scores = score_counts(cells=list(cells), since=start, until=end, by_probe=True, by_pass=True)
+        counts = {
+            metric: (int(f), int(n))
+            for metric, f, n in (await conn.execute(_per_metric(scores.subquery(), "failures"))).all()
+        }
+        runs = run_counts(cells=list(cells), since=start, until=end, by_probe=True, by_pass=True)
+        for f, n in (await conn.execute(_per_metric(runs.subquery(), "errors"))).all():
+            counts[REQUEST_ERRORS] = (int(f), int(n))
         values = await conn.execute(
             sa.text(
                 "SELECT r.latency_ms FROM runs r JOIN targets t ON t.id = r.target_id"

@@ -186,7 +186,7 @@ def _pass_or_wait(r: MetricResult, policy: VerdictPolicy, threshold: float) -> N
         r.outcome, r.reason = "INCONCLUSIVE", f"too few samples (need {policy.min_samples} per side)"
     elif r.kind == "rate":
         assert r.mde is not None
-        n = f"{r.canary_n}/{r.baseline_n} runs"
+        n = f"{r.canary_n}/{r.baseline_n} observations"
         if r.mde <= policy.detect_effect:
             r.outcome, r.reason = (
                 "PASS",

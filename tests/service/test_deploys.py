@@ -27,19 +27,21 @@ from tests.service.conftest import MakeConfig
 
 pytestmark = pytest.mark.anyio
 
-# 25 canary runs against 50 baseline runs rule out +40 pts (MDE ~ +37 pts at power 0.8, three
+# 25 canary observations (passes) against 50 baseline ones rule out +40 pts (MDE ~ +37 pts at power 0.8, three
 # deciding metrics: e >= 60 to fail alone).
 POLICY = VerdictPolicy(min_samples=20, detect_effect=0.4)
 
 
 async def judged(
-    engine: AsyncEngine, make_config: MakeConfig, canary_model: str, repeat: int, after_s: float = 7200
+    engine: AsyncEngine, make_config: MakeConfig, canary_model: str, passes: int, after_s: float = 7200
 ) -> tuple[str, dict[str, object]]:
-    """Probe a canary and two baseline cells once, then evaluate the deploy as of ``after_s`` later."""
-    config, catalog = make_config({"canary": canary_model, "base1": "ok", "base2": "ok"}, repeat=repeat)
+    """Probe a canary and two baseline cells ``passes`` times, then evaluate the deploy as of
+    ``after_s`` later. (Repeats within one pass would be one clustered observation, not several.)"""
+    config, catalog = make_config({"canary": canary_model, "base1": "ok", "base2": "ok"}, repeat=1)
     start = datetime.now(UTC) - timedelta(seconds=5)
     deploy = await create_deploy(engine, "v2", ["m/p/canary"], ["m/p/base1", "m/p/base2"], start, 3600)
-    await run_pass(engine, config.targets, catalog.probes, deploy_id=deploy.id)
+    for _ in range(passes):
+        await run_pass(engine, config.targets, catalog.probes, deploy_id=deploy.id)
     await evaluate_running(engine, POLICY, start + timedelta(seconds=after_s))
     row = await get_deploy(engine, deploy.id)
     assert row is not None
@@ -47,7 +49,7 @@ async def judged(
 
 
 async def test_identical_fleets_pass(engine: AsyncEngine, make_config: MakeConfig) -> None:
-    status, details = await judged(engine, make_config, "ok", repeat=25)
+    status, details = await judged(engine, make_config, "ok", passes=25)
     assert status == "pass"
     assert details["verdict"] == "PASS" and details["exit_code"] == 0
     metric = {m["metric"]: m for m in details["metrics"]}["unexpected_script"]  # type: ignore[attr-defined]
@@ -58,7 +60,7 @@ async def test_identical_fleets_pass(engine: AsyncEngine, make_config: MakeConfi
 async def test_identical_fleets_short_of_the_stated_effect_are_inconclusive(
     engine: AsyncEngine, make_config: MakeConfig
 ) -> None:
-    status, details = await judged(engine, make_config, "ok", repeat=25)
+    status, details = await judged(engine, make_config, "ok", passes=25)
     assert status == "pass"
     strict = VerdictPolicy(min_samples=20)  # +10 pts needs a few hundred runs a side
     async with engine.begin() as conn:
@@ -75,7 +77,7 @@ async def test_identical_fleets_short_of_the_stated_effect_are_inconclusive(
 
 
 async def test_an_injected_corruption_fails_the_canary(engine: AsyncEngine, make_config: MakeConfig) -> None:
-    status, details = await judged(engine, make_config, "corrupt", repeat=25)
+    status, details = await judged(engine, make_config, "corrupt", passes=25)
     assert status == "fail"
     assert details["verdict"] == "FAIL" and "unexpected_script" in str(details["reason"])
     metric = {m["metric"]: m for m in details["metrics"]}["unexpected_script"]  # type: ignore[attr-defined]
@@ -83,7 +85,7 @@ async def test_an_injected_corruption_fails_the_canary(engine: AsyncEngine, make
 
 
 async def test_too_few_runs_are_inconclusive_not_pass(engine: AsyncEngine, make_config: MakeConfig) -> None:
-    status, details = await judged(engine, make_config, "ok", repeat=3)
+    status, details = await judged(engine, make_config, "ok", passes=3)
     assert status == "inconclusive"
     assert details["exit_code"] == 2
 
@@ -91,7 +93,7 @@ async def test_too_few_runs_are_inconclusive_not_pass(engine: AsyncEngine, make_
 async def test_a_running_deploy_fails_at_the_first_look_whose_evidence_reaches_the_threshold(
     engine: AsyncEngine, make_config: MakeConfig
 ) -> None:
-    status, details = await judged(engine, make_config, "corrupt", repeat=25, after_s=60)
+    status, details = await judged(engine, make_config, "corrupt", passes=25, after_s=60)
     assert status == "fail" and details["verdict"] == "FAIL"
     metrics = {m["metric"]: m for m in details["metrics"]}  # type: ignore[attr-defined]
     deciding = [m for m in metrics.values() if not m["muted"]]
@@ -104,7 +106,7 @@ async def test_a_running_deploy_fails_at_the_first_look_whose_evidence_reaches_t
 async def test_a_running_deploy_that_would_pass_runs_its_whole_window(
     engine: AsyncEngine, make_config: MakeConfig
 ) -> None:
-    status, details = await judged(engine, make_config, "ok", repeat=25, after_s=60)
+    status, details = await judged(engine, make_config, "ok", passes=25, after_s=60)
     assert status == "running" and details["verdict"] == "PASS"
     deploy = await get_deploy(engine, "v2")
     assert deploy is not None

@@ -88,6 +88,15 @@ async def _probed(engine: AsyncEngine, cell: str) -> bool:
     return await count_runs(engine, cell) >= 1
 
 
+async def _passes(engine: AsyncEngine, cell: str, at_least: int) -> bool:
+    async with engine.connect() as conn:
+        query = (
+            "SELECT count(DISTINCT pass_id) FROM runs r JOIN targets t ON t.id = r.target_id"
+            " WHERE t.cell = :c"
+        )
+        return int(await conn.scalar(sa.text(query), {"c": cell}) or 0) >= at_least
+
+
 async def lock_holders(engine: AsyncEngine) -> list[int]:
     query = (
         "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = :lo AND classid = :hi"
@@ -156,7 +165,7 @@ async def test_the_cli_registers_a_deploy_and_gates_on_its_verdict(
     config, catalog = make_config(
         {"canary": "ok", "base": "ok"},
         service='api_token = "env:CANARY_TEST_API_TOKEN"\n' + service_toml,
-        repeat=10,
+        interval_s=0.5,  # a verdict counts one observation per probe and pass, so several passes
     )
     service = Service(config, catalog, db_url, config.service, token=reveal(config.api_token))
     runner = CliRunner()
@@ -185,7 +194,7 @@ async def test_the_cli_registers_a_deploy_and_gates_on_its_verdict(
         code, out = await anyio.to_thread.run_sync(cli, "verdict", "v9")
         assert code == 2 and "PENDING" in out
         for cell in ("m/p/canary", "m/p/base"):
-            await eventually(lambda c=cell: _probed(engine, c), f"{cell} probed")
+            await eventually(lambda c=cell: _passes(engine, c, 10), f"{cell} probed in 10 passes")
         policy = VerdictPolicy(min_samples=5, detect_effect=0.9)
         await evaluate_running(engine, policy, datetime.now(UTC) + timedelta(hours=2))
         code, out = await anyio.to_thread.run_sync(cli, "verdict", "v9", "--wait", "--json")
