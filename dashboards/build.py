@@ -105,11 +105,9 @@ def query_variable(name: str, label: str, sql: str, *, multi: bool = False) -> J
         "label": label,
         "datasource": DATASOURCE,
         "query": sql,
-        "definition": sql,
         "refresh": 2,  # on time range change: new cells and deploys appear
         "multi": multi,
         "includeAll": multi,
-        "current": {},
         "options": [],
         "sort": 1,
         "hide": 0,
@@ -137,6 +135,12 @@ BUILTIN_ANNOTATION: Json = {
 }
 
 
+def dashboard_link(title: str, url: str) -> Json:
+    """A link in the dashboard's header that keeps the time range (every key Grafana's schema requires)."""
+    return {"title": title, "type": "link", "url": url, "icon": "dashboard", "tooltip": "", "tags": [],
+            "asDropdown": False, "includeVars": False, "keepTime": True, "targetBlank": False}  # fmt: skip
+
+
 def dashboard(uid: str, title: str, panels: list[Json], variables: list[Json], time_from: str) -> Json:
     for index, p in enumerate(panels, start=1):
         p["id"] = index
@@ -156,9 +160,9 @@ def dashboard(uid: str, title: str, panels: list[Json], variables: list[Json], t
         "templating": {"list": variables},
         "annotations": {"list": [BUILTIN_ANNOTATION, DEPLOY_ANNOTATION]},
         "links": [
-            {"title": "Overview", "type": "link", "url": "/d/canary-overview", "icon": "dashboard"},
-            {"title": "Cell", "type": "link", "url": "/d/canary-cell", "icon": "dashboard"},
-            {"title": "Deploys", "type": "link", "url": "/d/canary-deploys", "icon": "dashboard"},
+            dashboard_link("Overview", "/d/canary-overview"),
+            dashboard_link("Cell", "/d/canary-cell"),
+            dashboard_link("Deploys", "/d/canary-deploys"),
         ],
         "panels": panels,
     }

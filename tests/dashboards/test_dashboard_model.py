@@ -1,7 +1,7 @@
 """The dashboard JSON follows Grafana's dashboard model and is what dashboards/build.py builds.
 
-grafana-foundation-sdk is not a dependency, so the model is checked against the documented
-dashboard JSON model (https://grafana.com/docs/grafana/latest/dashboards/build-dashboards/
+Grafana's own schema is checked in test_dashboard_schema.py; this file checks what the product
+needs beyond it (https://grafana.com/docs/grafana/latest/dashboards/build-dashboards/
 view-dashboard-json-model/): required keys and their types, panels on the 24-column grid
 without overlaps, PostgreSQL targets in code mode, query variables and annotation queries.
 """
