@@ -77,6 +77,15 @@ def upstream() -> Iterator[tuple[Upstream, ThreadedServer]]:
 
 MakeConfig = Callable[..., tuple[Config, Catalog]]
 
+# A [service] section for tests: any free port, quick hand-overs and refreshes, no start spread.
+FAST = """port = 0
+lock_retry_s = 0.1
+refresh_s = 0.1
+shutdown_grace_s = 5
+[service.schedule]
+start_spread_s = 0
+"""
+
 
 @pytest.fixture
 def make_config(tmp_path: Path, upstream: tuple[Upstream, ThreadedServer]) -> MakeConfig:

@@ -21,18 +21,11 @@ from canary.config.sections import AlertsSpec
 from canary.service.app import Service
 from tests.alerting.kit import make_finding
 from tests.prombin import binary, running
-from tests.service.conftest import MakeConfig, eventually
+from tests.service.conftest import FAST, MakeConfig, eventually
 
 pytestmark = pytest.mark.anyio
 
 RULES = Path(__file__).resolve().parents[2] / "examples" / "prometheus" / "canary-rules.yml"
-FAST = """port = 0
-lock_retry_s = 0.1
-refresh_s = 0.2
-shutdown_grace_s = 2
-[service.schedule]
-start_spread_s = 0
-"""
 RATIO = "cell_metric:canary_score_failures:ratio_rate15m"
 CONFIG = """
 global:

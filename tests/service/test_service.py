@@ -19,17 +19,9 @@ from canary.probing.catalog import Catalog
 from canary.probing.scheduler import Shard
 from canary.service.app import LOCK_KEY, Duty, Service
 from canary.verdicts.deploys import evaluate_running
-from tests.service.conftest import MakeConfig, Upstream, count_runs, eventually
+from tests.service.conftest import FAST, MakeConfig, Upstream, count_runs, eventually
 
 pytestmark = pytest.mark.anyio
-
-FAST = """port = 0
-lock_retry_s = 0.1
-refresh_s = 0.1
-shutdown_grace_s = 5
-[service.schedule]
-start_spread_s = 0
-"""
 
 
 def leads(service: Service) -> bool:

@@ -8,6 +8,7 @@ loopback recorder. Times are the real clock's because Alertmanager judges ``ends
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from canary.errors import ConfigError
 from canary.storage.tables import AlertDeliveryRow
 from tests.alerting.kit import Sink, make_finding, running_sink
 from tests.alerting.receivers.amkit import alerts, running_alertmanager, silence
-from tests.prombin import free_port, wait_until
+from tests.prombin import Server, free_port, wait_until
 from tests.seeding import add_cells
 
 pytestmark = pytest.mark.anyio
@@ -59,6 +60,13 @@ async def statuses(engine: AsyncEngine) -> list[tuple[str, str, str | None]]:
     async with engine.connect() as conn:
         rows = await conn.execute(sa.select(d.event, d.status, d.last_error).order_by(d.id))
         return [(e, s, err) for e, s, err in rows.all()]
+
+
+@pytest.fixture
+def hook_and_am(tmp_path: Path) -> Iterator[tuple[Sink, Server]]:
+    """A loopback recorder and an Alertmanager whose only receiver it is."""
+    with running_sink() as hook, running_alertmanager(tmp_path, hook.url) as am:
+        yield hook, am
 
 
 def by_cell(listed: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -93,74 +101,75 @@ def test_a_notice_becomes_a_postable_alert_with_every_label_and_the_evidence_lin
 
 
 async def test_an_alert_reaches_alertmanager_with_its_labels_and_resolves_there(
-    engine: AsyncEngine, tmp_path: Path
+    engine: AsyncEngine, hook_and_am: tuple[Sink, Server]
 ) -> None:
-    with running_sink() as hook, running_alertmanager(tmp_path, hook.url) as am:
-        spec = am_spec(am.url)
-        now = datetime.now(UTC)
-        await fire(engine, spec, CELLS[:1], now)
-        assert await dispatcher(spec).dispatch_once(engine, now) == 1
-        (alert,) = alerts(am)
-        assert alert["labels"] == {
-            "alertname": "CanaryQualityRegression", "cell": "m/gcp/pool-a", "model": "m", "platform": "gcp",
-            "pool": "pool-a", "metric": "unexpected_script", "kind": "self", "severity": "warning",
-        }  # fmt: skip
-        summary = alert["annotations"]["summary"]
-        assert summary.startswith("m/gcp/pool-a unexpected_script [self]: 16% failing")
-        assert alert["annotations"]["evidence"] == alert["generatorURL"]
-        assert alert["generatorURL"].startswith("http://canary.test/api/")
-        assert alert["status"]["state"] == "active"
-        ends = datetime.fromisoformat(alert["endsAt"])
-        assert timedelta(seconds=230) < ends - now < timedelta(seconds=250)  # 4 x resend_s ahead
-        wait_until(lambda: recorded(hook, "m/gcp/pool-a") == ["firing"], "Alertmanager's firing notification")
+    hook, am = hook_and_am
+    spec = am_spec(am.url)
+    now = datetime.now(UTC)
+    await fire(engine, spec, CELLS[:1], now)
+    assert await dispatcher(spec).dispatch_once(engine, now) == 1
+    (alert,) = alerts(am)
+    assert alert["labels"] == {
+        "alertname": "CanaryQualityRegression", "cell": "m/gcp/pool-a", "model": "m", "platform": "gcp",
+        "pool": "pool-a", "metric": "unexpected_script", "kind": "self", "severity": "warning",
+    }  # fmt: skip
+    summary = alert["annotations"]["summary"]
+    assert summary.startswith("m/gcp/pool-a unexpected_script [self]: 16% failing")
+    assert alert["annotations"]["evidence"] == alert["generatorURL"]
+    assert alert["generatorURL"].startswith("http://canary.test/api/")
+    assert alert["status"]["state"] == "active"
+    ends = datetime.fromisoformat(alert["endsAt"])
+    assert timedelta(seconds=230) < ends - now < timedelta(seconds=250)  # 4 x resend_s ahead
+    wait_until(lambda: recorded(hook, "m/gcp/pool-a") == ["firing"], "Alertmanager's firing notification")
 
-        later = datetime.now(UTC)
-        changes = await evaluate_alerts(engine, [], spec, later)  # no finding: resolves (resolve_after_s 0)
-        assert [c.event for c in changes] == ["resolved"]
-        assert await dispatcher(spec).dispatch_once(engine, later) == 1
-        wait_until(lambda: alerts(am) == [], "the alert to leave Alertmanager's active list")
-        wait_until(lambda: recorded(hook, "m/gcp/pool-a") == ["firing", "resolved"], "the resolution")
+    later = datetime.now(UTC)
+    changes = await evaluate_alerts(engine, [], spec, later)  # no finding: resolves (resolve_after_s 0)
+    assert [c.event for c in changes] == ["resolved"]
+    assert await dispatcher(spec).dispatch_once(engine, later) == 1
+    wait_until(lambda: alerts(am) == [], "the alert to leave Alertmanager's active list")
+    wait_until(lambda: recorded(hook, "m/gcp/pool-a") == ["firing", "resolved"], "the resolution")
     assert await statuses(engine) == [("firing", "delivered", None), ("resolved", "delivered", None)]
 
 
 async def test_a_firing_alert_is_pushed_again_each_resend_period_and_only_then(
-    engine: AsyncEngine, tmp_path: Path
+    engine: AsyncEngine, hook_and_am: tuple[Sink, Server]
 ) -> None:
-    with running_sink() as hook, running_alertmanager(tmp_path, hook.url) as am:
-        spec = am_spec(am.url, resend_s=60)
-        now = datetime.now(UTC)
-        await fire(engine, spec, CELLS[:1], now)
-        assert await enqueue_resends(engine, spec, now) == 0  # the firing notice is still pending
-        await dispatcher(spec).dispatch_once(engine, now)
-        first_end = alerts(am)[0]["endsAt"]
-        assert await enqueue_resends(engine, spec, now + timedelta(seconds=30)) == 0  # not due yet
-        due = now + timedelta(seconds=60)
-        assert await enqueue_resends(engine, spec, due) == 1
-        assert await enqueue_resends(engine, spec, due) == 0  # one pending repeat, never a pile
-        assert await dispatcher(spec).dispatch_once(engine, due) == 1
-        (alert,) = alerts(am)
-        assert alert["endsAt"] > first_end and alert["status"]["state"] == "active"  # the lease moved on
+    _, am = hook_and_am
+    spec = am_spec(am.url, resend_s=60)
+    now = datetime.now(UTC)
+    await fire(engine, spec, CELLS[:1], now)
+    assert await enqueue_resends(engine, spec, now) == 0  # the firing notice is still pending
+    await dispatcher(spec).dispatch_once(engine, now)
+    first_end = datetime.fromisoformat(alerts(am)[0]["endsAt"])
+    assert await enqueue_resends(engine, spec, now + timedelta(seconds=30)) == 0  # not due yet
+    due = now + timedelta(seconds=60)
+    assert await enqueue_resends(engine, spec, due) == 1
+    assert await enqueue_resends(engine, spec, due) == 0  # one pending repeat, never a pile
+    assert await dispatcher(spec).dispatch_once(engine, due) == 1
+    (alert,) = alerts(am)
+    assert datetime.fromisoformat(alert["endsAt"]) > first_end  # the lease moved on
+    assert alert["status"]["state"] == "active"
     assert [e for e, _, _ in await statuses(engine)] == ["firing", "firing"]
 
 
 async def test_a_silence_in_alertmanager_keeps_the_alert_from_its_receiver(
-    engine: AsyncEngine, tmp_path: Path
+    engine: AsyncEngine, hook_and_am: tuple[Sink, Server]
 ) -> None:
-    with running_sink() as hook, running_alertmanager(tmp_path, hook.url) as am:
-        spec = am_spec(am.url)
-        now = datetime.now(UTC)
-        silenced, loud = CELLS
-        silence_id = silence(am, {"cell": silenced}, now.isoformat(), (now + timedelta(hours=1)).isoformat())
-        await fire(engine, spec, CELLS, now)
-        assert await dispatcher(spec).dispatch_once(engine, now) == 2
-        wait_until(lambda: recorded(hook, loud) == ["firing"], "the unsilenced alert's notification")
-        listed = by_cell(alerts(am))
-        assert listed[silenced]["status"] == {"state": "suppressed", "silencedBy": [silence_id],
-                                              "inhibitedBy": []}  # fmt: skip
-        assert listed[loud]["status"]["state"] == "active"
-        # Three group intervals later the silenced alert still has not reached the recorder.
-        await anyio.sleep(1.5)
-        assert recorded(hook, silenced) == []
+    hook, am = hook_and_am
+    spec = am_spec(am.url)
+    now = datetime.now(UTC)
+    silenced, loud = CELLS
+    silence_id = silence(am, {"cell": silenced}, now.isoformat(), (now + timedelta(hours=1)).isoformat())
+    await fire(engine, spec, CELLS, now)
+    assert await dispatcher(spec).dispatch_once(engine, now) == 2
+    wait_until(lambda: recorded(hook, loud) == ["firing"], "the unsilenced alert's notification")
+    listed = by_cell(alerts(am))
+    assert listed[silenced]["status"] == {"state": "suppressed", "silencedBy": [silence_id],
+                                          "inhibitedBy": []}  # fmt: skip
+    assert listed[loud]["status"]["state"] == "active"
+    # Three group intervals later the silenced alert still has not reached the recorder.
+    await anyio.sleep(1.5)
+    assert recorded(hook, silenced) == []
 
 
 async def test_an_ha_pair_gets_every_alert_and_one_member_down_does_not_hold_delivery(
