@@ -14,6 +14,7 @@ from canary.cli.dashboards import dashboards_group
 from canary.cli.db import db
 from canary.cli.demo import demo
 from canary.cli.detect import detect_command
+from canary.cli.results import results_command
 from canary.cli.run import run
 from canary.cli.sampler_check import sampler_check_command
 from canary.cli.service import deploy_group, serve_command, verdict_command
@@ -31,6 +32,7 @@ for command in (
     db,
     demo,
     detect_command,
+    results_command,
     alerts_group,
     serve_command,
     deploy_group,
