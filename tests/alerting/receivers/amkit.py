@@ -28,17 +28,26 @@ receivers:
 
 
 @contextmanager
-def running_alertmanager(tmp_path: Path, hook_url: str, name: str = "am") -> Iterator[Server]:
-    """Alertmanager 0.25 (Debian's) with clustering off, notifying ``hook_url``."""
+def running_alertmanager(
+    tmp_path: Path, hook_url: str, name: str = "am", cluster: tuple[int, int] | None = None
+) -> Iterator[Server]:
+    """Alertmanager 0.25 (Debian's) notifying ``hook_url``; alone, or with ``cluster`` = (its gossip
+    port, its peer's) one member of an HA pair that shares silences and the notification log."""
     home = tmp_path / name
     home.mkdir()
     (home / "alertmanager.yml").write_text(CONFIG.format(hook=hook_url))
     args = [
         f"--config.file={home / 'alertmanager.yml'}",
         f"--storage.path={home / 'data'}",
-        "--cluster.listen-address=",  # no gossip port: one instance per test, nothing to join
         "--log.level=warn",
     ]
+    if cluster is None:
+        args.append("--cluster.listen-address=")  # no gossip port: nothing to join
+    else:
+        # Fast gossip, and the second member waits only 1 s for the first to notify (default 15 s).
+        args += [f"--cluster.listen-address=127.0.0.1:{cluster[0]}", f"--cluster.peer=127.0.0.1:{cluster[1]}",
+                 "--cluster.gossip-interval=50ms", "--cluster.pushpull-interval=1s",
+                 "--cluster.peer-timeout=1s"]  # fmt: skip
     with running("prometheus-alertmanager", args, home / "log") as server:
         yield server
 

@@ -172,13 +172,14 @@ async def test_a_silence_in_alertmanager_keeps_the_alert_from_its_receiver(
     assert recorded(hook, silenced) == []
 
 
-async def test_an_ha_pair_gets_every_alert_and_one_member_down_does_not_hold_delivery(
+async def test_an_ha_pair_gets_every_alert_pages_once_and_a_member_down_does_not_hold_delivery(
     engine: AsyncEngine, tmp_path: Path
 ) -> None:
+    gossip_a, gossip_b = free_port(), free_port()
     with (
         running_sink() as hook,
-        running_alertmanager(tmp_path, hook.url, "a") as a,
-        running_alertmanager(tmp_path, hook.url, "b") as b,
+        running_alertmanager(tmp_path, hook.url, "a", (gossip_a, gossip_b)) as a,
+        running_alertmanager(tmp_path, hook.url, "b", (gossip_b, gossip_a)) as b,
     ):
         down = f"http://127.0.0.1:{free_port()}"
         spec = am_spec(a.url, b.url, down)
@@ -187,6 +188,9 @@ async def test_an_ha_pair_gets_every_alert_and_one_member_down_does_not_hold_del
         await dispatcher(spec).dispatch_once(engine, now)
         for member in (a, b):
             assert [x["labels"]["cell"] for x in alerts(member)] == [CELLS[0]]
+        wait_until(lambda: recorded(hook, CELLS[0]) != [], "the pair's notification")
+        await anyio.sleep(2.5)  # past the second member's 1 s peer timeout and a group interval
+        assert recorded(hook, CELLS[0]) == ["firing"]  # both members had it; the pair paged once
     ((event, status, error),) = await statuses(engine)
     assert (event, status) == ("firing", "delivered")
     assert error is not None and error.startswith("alertmanager 3/3: ConnectError")
