@@ -27,6 +27,7 @@ from canary.detection.episodes import Finding, store_episodes
 from canary.detection.evidence import to_finding
 from canary.detection.queries import AVAILABILITY
 from canary.detection.sequential import Stream, self_candidate
+from canary.storage import observations
 
 __all__ = ["Finding", "detect"]
 
@@ -136,13 +137,15 @@ async def detect(
 ) -> list[Finding]:
     """Evaluate every (cell, metric), store the round's findings as episodes, return the active ones.
 
-    1. Read each (cell, metric) stream of clustered observations, request errors included.
+    1. Bring the observation counts up to date (:mod:`canary.storage.observations`), then
+       read each (cell, metric) stream of clustered observations, request errors included.
     2. Self and availability tests (:mod:`canary.detection.sequential`), invariants, peers, and,
        for the ``expected`` cells (name -> probe interval), silence and outages.
     3. Enrich each active candidate (:mod:`canary.detection.evidence`).
     4. Update, open and resolve episodes in one transaction (:mod:`canary.detection.episodes`).
     """
     rng = rng if rng is not None else np.random.default_rng()
+    await observations.refresh(engine)
     async with engine.begin() as conn:
         names = await queries.targets(conn)
         streams = await queries.streams(conn, names, spec, now)

@@ -1,7 +1,9 @@
 """The SQL that feeds detection: clustered observations, per-stratum baselines, peer and window counts.
 
-Every read goes through :mod:`canary.storage.counts`, so a failure means what it means for
-verdicts, the API and the rollups. The results are plain data for the pure decisions of
+Counts come from :mod:`canary.storage.observations` (one row per pass and probe version, and
+their hourly totals), kept from the raw rows by the counts of :mod:`canary.storage.counts`, so a
+failure means what it means for verdicts, the API and the rollups; raw rows are read only for the
+newest run of a cell and a finding's evidence. The results are plain data for the pure decisions of
 :mod:`canary.detection.decisions` and :mod:`canary.detection.sequential`.
 """
 
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -20,11 +22,24 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from canary.config.sections import DetectionSpec
 from canary.detection.decisions import Counts
 from canary.detection.sequential import Stream
-from canary.storage.counts import run_counts, score_counts
-from canary.storage.tables import RunRow, TargetRow
+from canary.storage.counts import run_counts
+from canary.storage.observations import AVAILABILITY
+from canary.storage.tables import ObservationHourRow, ObservationRow, RunRow, TargetRow
 
-AVAILABILITY = "availability"  # the metric name of request errors (timeouts, 5xx, refused, bad bodies)
+__all__ = [
+    "AVAILABILITY",
+    "last_runs",
+    "per_probe",
+    "request_errors",
+    "streams",
+    "targets",
+    "totals",
+    "window_counts",
+]
+
 Key = tuple[int, str]
+OBS: sa.Table = ObservationRow.__table__  # type: ignore[assignment]
+HOURS: sa.Table = ObservationHourRow.__table__  # type: ignore[assignment]
 
 
 async def targets(conn: AsyncConnection) -> dict[int, tuple[str, str]]:
@@ -37,27 +52,45 @@ def _wanted(metric: str, spec: DetectionSpec) -> bool:
     return metric == AVAILABILITY or any(fnmatchcase(metric, g) for g in spec.metrics)
 
 
-def _score_clusters(since: datetime, until: datetime) -> sa.Select[Any]:
-    """(target_id, metric, probe_pk, pass_id, n, failures, at): one row per clustered observation."""
-    return score_counts(since=since, until=until, closed="right", by_probe=True, by_pass=True)
+def _hour(t: datetime) -> datetime:
+    return t.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
-def _run_clusters(since: datetime, until: datetime) -> sa.Select[Any]:
-    """The same shape over request errors, with the metric named ``availability``."""
-    q = run_counts(since=since, until=until, closed="right", by_probe=True, by_pass=True).subquery()
-    return sa.select(
-        q.c.target_id, sa.literal(AVAILABILITY).label("metric"), q.c.probe_pk, q.c.pass_id,
-        q.c.runs.label("n"), q.c.errors.label("failures"), q.c.at,
+def totals(
+    since: datetime, until: datetime, *, by_probe: bool, metrics: Sequence[str] | None = None
+) -> sa.Select[Any]:
+    """Per (cell, metric[, probe version]) over observations in ``(since, until]``: ``observations,
+    failing, n, failures``.
+
+    Whole hours inside the range come from ``observation_rollup_hour``; the partial hours at
+    either end from ``observations``, so the totals are those of the observations themselves.
+    """
+    full_lo, full_hi = _hour(since) + timedelta(hours=1), _hour(until)
+    one = sa.literal(1)
+    edges = sa.and_(OBS.c.at > since, OBS.c.at <= until)
+    parts: list[sa.Select[Any]] = []
+    if full_lo < full_hi:
+        edges = sa.and_(edges, sa.or_(OBS.c.at < full_lo, OBS.c.at >= full_hi))
+        parts.append(
+            sa.select(
+                HOURS.c.target_id, HOURS.c.metric, HOURS.c.probe_pk, HOURS.c.observations,
+                HOURS.c.failing, HOURS.c.n, HOURS.c.failures,
+            ).where(HOURS.c.hour >= full_lo, HOURS.c.hour < full_hi)
+        )  # fmt: skip
+    parts.append(
+        sa.select(
+            OBS.c.target_id, OBS.c.metric, OBS.c.probe_pk, one.label("observations"),
+            sa.cast(OBS.c.failures > 0, sa.Integer).label("failing"), OBS.c.n, OBS.c.failures,
+        ).where(edges)
     )  # fmt: skip
-
-
-def _baseline(clusters: sa.Select[Any]) -> sa.Select[Any]:
-    """Per (cell, metric, probe version): failing observations and observations."""
-    c = clusters.subquery()
-    return sa.select(
-        c.c.target_id, c.c.metric, c.c.probe_pk,
-        sa.func.count().filter(c.c.failures > 0), sa.func.count(),
-    ).group_by(c.c.target_id, c.c.metric, c.c.probe_pk)  # fmt: skip
+    union = sa.union_all(*parts).subquery()
+    keys = [union.c.target_id, union.c.metric] + ([union.c.probe_pk] if by_probe else [])
+    query = sa.select(
+        *keys, *(sa.func.sum(union.c[k]).label(k) for k in ("observations", "failing", "n", "failures"))
+    ).group_by(*keys)
+    if metrics is not None:
+        query = query.where(union.c.metric.in_(list(metrics)))
+    return query
 
 
 async def streams(
@@ -65,19 +98,19 @@ async def streams(
 ) -> list[Stream]:
     """Every (cell, metric) stream over the look-back, request errors included, with its baselines.
 
-    1. Observations: per (pass, probe version) over ``(now - history_s, now]``.
-    2. Baselines: per probe version over the ``baseline_s`` before that.
+    1. Observations (:mod:`canary.storage.observations`) over ``(now - history_s, now]``.
+    2. Baselines: per probe version over the ``baseline_s`` before that, from the hourly totals.
     """
     start = now - timedelta(seconds=spec.history_s)
     base_start = start - timedelta(seconds=spec.baseline_s)
-    rows: list[sa.Row[Any]] = []
     baselines: dict[Key, dict[int, Counts]] = defaultdict(dict)
-    for builder in (_score_clusters, _run_clusters):
-        rows += (await conn.execute(builder(start, now))).all()
-        for row in (await conn.execute(_baseline(builder(base_start, start)))).all():
-            tid, metric, probe, failing, n = tuple(row)
-            baselines[(tid, metric)][probe] = Counts(int(failing), int(n))
-    grouped: dict[Key, list[sa.Row[Any]]] = defaultdict(list)
+    for row in (await conn.execute(totals(base_start, start, by_probe=True))).all():
+        baselines[(row.target_id, row.metric)][row.probe_pk] = Counts(int(row.failing), int(row.observations))
+    query = sa.select(
+        OBS.c.target_id, OBS.c.metric, OBS.c.probe_pk, OBS.c.pass_id, OBS.c.n, OBS.c.failures, OBS.c.at
+    )
+    rows = (await conn.execute(query.where(OBS.c.at > start, OBS.c.at <= now))).all()
+    grouped: dict[Key, list[Any]] = defaultdict(list)
     for row in rows:
         if row.target_id in names and _wanted(row.metric, spec):
             grouped[(row.target_id, row.metric)].append(row)
@@ -103,21 +136,20 @@ async def streams(
 
 
 async def per_probe(conn: AsyncConnection, since: datetime, now: datetime) -> dict[Key, dict[int, Counts]]:
-    """Runs and failures per (cell, metric, probe version) over ``(since, now]``: the peer test's input."""
+    """Scores and failures per (cell, metric, probe version) over ``(since, now]``: the peer test's input."""
     out: dict[Key, dict[int, Counts]] = defaultdict(dict)
-    for tid, metric, probe_pk, n, f in (
-        await conn.execute(score_counts(since=since, until=now, closed="right", by_probe=True))
-    ).all():
-        out[(tid, metric)][probe_pk] = Counts(int(f), int(n))
+    for row in (await conn.execute(totals(since, now, by_probe=True))).all():
+        if row.metric != AVAILABILITY:
+            out[(row.target_id, row.metric)][row.probe_pk] = Counts(int(row.failures), int(row.n))
     return out
 
 
 async def window_counts(
     conn: AsyncConnection, metrics: Sequence[str], since: datetime, until: datetime
 ) -> dict[Key, Counts]:
-    """Runs and failures per (cell, metric) in ``(since, until]`` for the named metrics."""
-    q = score_counts(since=since, until=until, closed="right", metrics=list(metrics))
-    return {(tid, m): Counts(int(f), int(n)) for tid, m, n, f in (await conn.execute(q)).all()}
+    """Scores and failures per (cell, metric) in ``(since, until]`` for the named metrics."""
+    q = totals(since, until, by_probe=False, metrics=list(metrics))
+    return {(r.target_id, r.metric): Counts(int(r.failures), int(r.n)) for r in (await conn.execute(q)).all()}
 
 
 async def last_runs(
@@ -125,19 +157,19 @@ async def last_runs(
 ) -> dict[str, tuple[int, datetime | None, datetime | None, datetime]]:
     """Per configured cell with a row: (id, its newest run's start, its newest answered run's start,
     when it was first seen); ``None`` where there is no such run."""
-    latest = (
-        sa.select(
-            RunRow.target_id,
-            sa.func.max(RunRow.started_at).label("last"),
-            sa.func.max(RunRow.started_at).filter(RunRow.status == "ok").label("last_ok"),
-        )
-        .group_by(RunRow.target_id)
-        .subquery()
+    # Per cell, the newest rows through its (target_id, started_at) index: a GROUP BY over all
+    # runs would read every stored row.
+    newest = (
+        sa.select(RunRow.started_at)
+        .where(RunRow.target_id == TargetRow.id)
+        .order_by(RunRow.started_at.desc())
     )
+    last = newest.limit(1).scalar_subquery()
+    last_ok = newest.where(RunRow.status == "ok").limit(1).scalar_subquery()
     rows = await conn.execute(
-        sa.select(TargetRow.id, TargetRow.cell, latest.c.last, latest.c.last_ok, TargetRow.first_seen)
-        .outerjoin(latest, latest.c.target_id == TargetRow.id)
-        .where(TargetRow.cell.in_(list(cells)))
+        sa.select(TargetRow.id, TargetRow.cell, last, last_ok, TargetRow.first_seen).where(
+            TargetRow.cell.in_(list(cells))
+        )
     )
     return {cell: (tid, last, last_ok, first_seen) for tid, cell, last, last_ok, first_seen in rows.all()}
 

@@ -1,9 +1,10 @@
-"""Day partitions of ``runs`` and ``scores``: created ahead, dropped whole when they expire.
+"""Day partitions of ``runs``, ``scores`` and ``observations``: created ahead, dropped whole.
 
-Both tables are partitioned by range on their time column (``runs.started_at``,
-``scores.created_at``, which is its run's ``started_at``), one partition per UTC day named
-``runs_p20261201``, plus a ``DEFAULT`` partition that catches rows of a day not created yet (a
-leader that was down for days, a backfill) so that no write ever fails for want of a partition.
+The tables are partitioned by range on their time column (``runs.started_at``,
+``scores.created_at``, which is its run's ``started_at``, ``observations.at``), one partition
+per UTC day named ``runs_p20261201``, plus a ``DEFAULT`` partition that catches rows of a day
+not created yet (a leader that was down for days, a backfill) so that no write ever fails for
+want of a partition.
 
 :func:`maintain` is the leader's duty (:class:`canary.service.app.Duty`):
 
@@ -31,17 +32,18 @@ from canary.config.sections import StorageSpec
 
 log = logging.getLogger(__name__)
 
-PARTITIONED = {"runs": "started_at", "scores": "created_at"}  # table -> partition key
+PARTITIONED = {"runs": "started_at", "scores": "created_at", "observations": "at"}  # table -> partition key
 # What retention deletes from the rollups: table -> (time column, which retention applies).
 ROLLUPS = {
     "score_rollup_minute": ("minute", "raw"),
     "run_rollup_minute": ("minute", "raw"),
     "score_rollup_hour": ("hour", "rollup"),
     "run_rollup_hour": ("hour", "rollup"),
+    "observation_rollup_hour": ("hour", "rollup"),
 }
 MAINTENANCE_INTERVAL_S = 600.0
 LOCK_TIMEOUT = "5s"  # a drop waits for running queries on the table; give up and retry next time
-_NAME = re.compile(r"^(runs|scores)_(p\d{8}|default)$")
+_NAME = re.compile(r"^(runs|scores|observations)_(p\d{8}|default)$")
 
 
 def is_partition(name: str) -> bool:
@@ -136,7 +138,7 @@ async def drop_expired(conn: AsyncConnection, before: date) -> list[str]:
     """Drop the day partitions of days before ``before`` (scores first) and expired default rows."""
     await conn.execute(sa.text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
     dropped = []
-    for table in ("scores", "runs"):
+    for table in ("scores", "runs", "observations"):
         for day, name in sorted((await day_partitions(conn, table)).items()):
             if day < before:
                 await conn.execute(sa.text(f"DROP TABLE {name}"))

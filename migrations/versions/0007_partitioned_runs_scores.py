@@ -1,4 +1,4 @@
-"""time-partitioned runs and scores (one partition per day), compressed token logprobs
+"""time-partitioned runs and scores (one partition per day), compressed token logprobs, detection's observations
 
 Revision ID: 0007
 Revises: 0006
@@ -154,6 +154,48 @@ def _create_tables(partitioned: bool) -> None:
     )
 
 
+def _create_observations() -> None:
+    """Detection's clustered observations and their hourly counts (``canary.storage.observations``),
+    filled from the raw rows by the first detection round."""
+
+    def keys() -> list[sa.Column[object]]:
+        return [
+            sa.Column("target_id", sa.Integer(), nullable=False),
+            sa.Column("metric", sa.Text(), nullable=False),
+            sa.Column("probe_pk", sa.Integer(), nullable=False),
+        ]
+
+    op.create_table(
+        "observations",
+        *keys(),
+        sa.Column("pass_id", sa.UUID(), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("n", sa.Integer(), nullable=False),
+        sa.Column("failures", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("target_id", "metric", "probe_pk", "pass_id", "at", name=op.f("pk_observations")),
+        postgresql_partition_by="RANGE (at)",
+    )
+    op.create_index("ix_observations_at_brin", "observations", ["at"], postgresql_using="brin")
+    op.create_table(
+        "observation_rollup_hour",
+        *keys(),
+        sa.Column("hour", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("observations", sa.Integer(), nullable=False),
+        sa.Column("failing", sa.Integer(), nullable=False),
+        sa.Column("n", sa.Integer(), nullable=False),
+        sa.Column("failures", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("target_id", "metric", "probe_pk", "hour", name=op.f("pk_observation_rollup_hour")),
+    )
+    op.create_index("ix_observation_rollup_hour_brin", "observation_rollup_hour", ["hour"], postgresql_using="brin")
+    op.create_table(
+        "rollup_progress",
+        sa.Column("name", sa.Text(), nullable=False),
+        sa.Column("last_run_id", sa.BigInteger(), nullable=False),
+        sa.Column("last_score_id", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("name", name=op.f("pk_rollup_progress")),
+    )
+
+
 def _days(oldest: datetime | None, today: date) -> list[date]:
     first = max(oldest.astimezone(UTC).date(), today - timedelta(days=MAX_DAYS_BACK)) if oldest else today
     first = min(first, today)
@@ -185,7 +227,8 @@ def _rebuild(partitioned: bool) -> None:
                 "SELECT least((SELECT min(started_at) FROM runs_old), (SELECT min(created_at) FROM scores_old))"
             )
         )
-        for table in ("runs", "scores"):
+        _create_observations()
+        for table in ("runs", "scores", "observations"):
             op.execute(f"CREATE TABLE {table}_default PARTITION OF {table} DEFAULT")
             for day in _days(oldest, datetime.now(UTC).date()):
                 op.execute(create_partition_sql(table, day))
@@ -193,6 +236,8 @@ def _rebuild(partitioned: bool) -> None:
         join = "JOIN runs r ON r.id = s.run_id AND r.started_at = s.created_at"
         op.execute(_failed_samples().replace(FAILED_SAMPLES_JOIN, join))
     else:
+        for table in ("rollup_progress", "observation_rollup_hour", "observations"):
+            op.drop_table(table)
         # bytea starting with '[' is JSON moved over by the upgrade; compressed logprobs are lost.
         _copy_back(
             "CASE WHEN get_byte(token_logprobs, 0) = 91 THEN convert_from(token_logprobs, 'UTF8')::jsonb END"

@@ -29,6 +29,7 @@ from canary.detection.decisions import Candidate, Counts
 from canary.detection.evidence import sessions as session_breakdown
 from canary.service.api import ApiContext, create_app
 from canary.service.metrics import ServiceMetrics
+from canary.storage import observations
 from canary.storage.counts import AgeBuckets, CalendarBuckets, run_counts, score_counts
 from canary.storage.rollups import refresh_rollups
 from canary.storage.tables import ProbeRow, RunRow
@@ -211,6 +212,7 @@ async def test_detection_streams_probes_and_sessions_read_the_right_closed_windo
     engine: AsyncEngine, ids: dict[str, int]
 ) -> None:
     spec = DetectionSpec(history_s=7200.0, baseline_s=3600.0, session_permutations=99)
+    await observations.refresh(engine)  # what detect() does first
     async with engine.connect() as conn:
         names = await queries.targets(conn)
         streams = {(s.target_id, s.metric): s for s in await queries.streams(conn, names, spec, NOW)}

@@ -14,6 +14,9 @@ from canary.storage.tables.incidents import (
 )
 from canary.storage.tables.results import ProbeRow, ReferenceOutputRow, RunRow, ScoreRow, TargetRow
 from canary.storage.tables.rollups import (
+    ObservationHourRow,
+    ObservationRow,
+    RollupProgressRow,
     RunRollupHourRow,
     RunRollupMinuteRow,
     ScoreRollupHourRow,
@@ -31,6 +34,9 @@ __all__ = [
     "DeployRow",
     "FindingRow",
     "NAMING",
+    "ObservationHourRow",
+    "ObservationRow",
+    "RollupProgressRow",
     "ProbeRow",
     "ReferenceOutputRow",
     "RunRollupHourRow",

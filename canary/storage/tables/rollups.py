@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from canary.storage.tables.base import Base
@@ -76,6 +78,61 @@ class RunRollupHourRow(_RunRollupColumns, Base):
     hour: Mapped[datetime] = mapped_column(primary_key=True)
 
     __table_args__ = (sa.Index("ix_run_rollup_hour_brin", "hour", postgresql_using="brin"),)
+
+
+class ObservationRow(Base):
+    """One clustered observation: a pass's scores of one metric on one probe version (or, for
+    ``metric = 'availability'``, its runs and request errors), as detection counts them.
+
+    Maintained by :mod:`canary.storage.observations`; partitioned by day on ``at`` (the first
+    score's time) like ``runs`` and ``scores``, and dropped with them.
+    """
+
+    __tablename__ = "observations"
+
+    target_id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    metric: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    probe_pk: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    pass_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    at: Mapped[datetime] = mapped_column(primary_key=True)
+    n: Mapped[int] = mapped_column(sa.Integer)
+    failures: Mapped[int] = mapped_column(sa.Integer)
+
+    __table_args__ = (
+        sa.Index("ix_observations_at_brin", "at", postgresql_using="brin"),
+        {"postgresql_partition_by": "RANGE (at)"},
+    )
+
+
+class ObservationHourRow(Base):
+    """Observations per (cell, metric, probe version, hour): what detection's week of baseline reads.
+
+    ``observations`` counts clustered observations and ``failing`` those with a failure; ``n`` and
+    ``failures`` sum their scores (runs, for availability).
+    """
+
+    __tablename__ = "observation_rollup_hour"
+
+    target_id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    metric: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    probe_pk: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+    observations: Mapped[int] = mapped_column(sa.Integer)
+    failing: Mapped[int] = mapped_column(sa.Integer)
+    n: Mapped[int] = mapped_column(sa.Integer)
+    failures: Mapped[int] = mapped_column(sa.Integer)
+
+    __table_args__ = (sa.Index("ix_observation_rollup_hour_brin", "hour", postgresql_using="brin"),)
+
+
+class RollupProgressRow(Base):
+    """How far a derived table has read ``runs`` and ``scores`` (their highest ids seen)."""
+
+    __tablename__ = "rollup_progress"
+
+    name: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    last_run_id: Mapped[int] = mapped_column(sa.BigInteger)
+    last_score_id: Mapped[int] = mapped_column(sa.BigInteger)
 
 
 # Failing samples are a sliver of all scores; this partial index lets "the latest failures of a

@@ -1,0 +1,156 @@
+"""Detection's counts, kept from the raw rows: clustered observations and their hourly totals.
+
+Detection's unit of evidence is one *observation* per (cell, metric, probe version, pass): the
+pass's scores of that metric on that probe (``n``, ``failures``), at the time of its first score;
+request errors are the same over runs, with the metric named ``availability``. ``observations``
+holds one row per observation (a pass's repeats make one row), ``observation_rollup_hour`` their
+totals per hour, so a round reads its hours of look-back from the first and its week of baseline
+from the second, never the raw ``scores`` (:mod:`canary.detection.queries`).
+
+:func:`refresh` brings both up to date, incrementally:
+
+1. Under an advisory lock (one refresher at a time), read the highest run and score ids stored,
+   and the times of rows above the ids seen last time (less :data:`ID_MARGIN`: ids are taken at
+   insert, so a transaction still open then may commit rows below the highest id seen).
+2. Recompute every observation whose first score falls in ``[oldest - PASS_SPAN, newest + PASS_SPAN)``:
+   delete them and regroup the raw rows of that range widened by :data:`PASS_SPAN` on each side,
+   so each pass is counted whole, in the range holding its first score. Then recompute the hours
+   touched. A first call (no progress row) backfills everything, in :data:`CHUNK` steps.
+3. Store the ids read in step 1 as the new progress.
+
+It is idempotent (delete and regroup), so a second call or an overlapping range changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from canary.storage.counts import run_counts, score_counts
+from canary.storage.tables import ObservationHourRow, ObservationRow, RollupProgressRow
+
+log = logging.getLogger(__name__)
+
+AVAILABILITY = "availability"  # the metric name of request errors (timeouts, 5xx, refused, bad bodies)
+PASS_SPAN = timedelta(minutes=15)  # a pass's runs all start within this of its first
+ID_MARGIN = 10_000  # ids that transactions open at the last refresh may still have committed
+CHUNK = timedelta(hours=6)  # one transaction per chunk: a backfill of weeks never holds one open
+PROGRESS = "observations"
+LOCK = "SELECT pg_advisory_lock(hashtext('canary.observations'))"
+UNLOCK = "SELECT pg_advisory_unlock(hashtext('canary.observations'))"
+_TINY = timedelta(microseconds=1)
+
+
+def clusters(lo: datetime, hi: datetime) -> sa.Select[Any]:
+    """Observations first scored in [lo, hi): ``target_id, metric, probe_pk, pass_id, n, failures, at``."""
+    scores = score_counts(since=lo - PASS_SPAN, until=hi + PASS_SPAN, by_probe=True, by_pass=True)
+    runs = run_counts(since=lo - PASS_SPAN, until=hi + PASS_SPAN, by_probe=True, by_pass=True).subquery()
+    availability = sa.select(
+        runs.c.target_id, sa.literal(AVAILABILITY).label("metric"), runs.c.probe_pk, runs.c.pass_id,
+        runs.c.runs.label("n"), runs.c.errors.label("failures"), runs.c.at,
+    )  # fmt: skip
+    both = sa.union_all(scores, availability).subquery()
+    return sa.select(
+        both.c.target_id, both.c.metric, both.c.probe_pk, both.c.pass_id, both.c.n, both.c.failures, both.c.at
+    ).where(both.c.at >= lo, both.c.at < hi)
+
+
+def _floor_hour(t: datetime) -> datetime:
+    return t.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+async def _refresh_range(conn: AsyncConnection, lo: datetime, hi: datetime) -> None:
+    obs: sa.Table = ObservationRow.__table__  # type: ignore[assignment]
+    await conn.execute(sa.delete(obs).where(obs.c.at >= lo, obs.c.at < hi))
+    columns = ["target_id", "metric", "probe_pk", "pass_id", "n", "failures", "at"]
+    await conn.execute(sa.insert(obs).from_select(columns, clusters(lo, hi)))
+    h_lo, h_hi = _floor_hour(lo), _floor_hour(hi - _TINY) + timedelta(hours=1)
+    hours: sa.Table = ObservationHourRow.__table__  # type: ignore[assignment]
+    await conn.execute(sa.delete(hours).where(hours.c.hour >= h_lo, hours.c.hour < h_hi))
+    hour = sa.func.date_trunc("hour", obs.c.at, "UTC", type_=sa.DateTime(timezone=True))
+    totals = (
+        sa.select(
+            obs.c.target_id,
+            obs.c.metric,
+            obs.c.probe_pk,
+            hour.label("hour"),
+            sa.func.count(),
+            sa.func.count().filter(obs.c.failures > 0),
+            sa.func.sum(obs.c.n),
+            sa.func.sum(obs.c.failures),
+        )  # fmt: skip
+        .where(obs.c.at >= h_lo, obs.c.at < h_hi)
+        .group_by(obs.c.target_id, obs.c.metric, obs.c.probe_pk, sa.literal_column("hour"))
+    )
+    names = ["target_id", "metric", "probe_pk", "hour", "observations", "failing", "n", "failures"]
+    await conn.execute(sa.insert(hours).from_select(names, totals))
+
+
+async def _changed(
+    conn: AsyncConnection, run_id: int, score_id: int
+) -> tuple[datetime | None, datetime | None]:
+    """The oldest and newest time among runs and scores above the given ids."""
+    row = (
+        await conn.execute(
+            sa.text(
+                "SELECT least((SELECT min(started_at) FROM runs WHERE id > :r),"
+                "             (SELECT min(created_at) FROM scores WHERE id > :s)),"
+                "       greatest((SELECT max(started_at) FROM runs WHERE id > :r),"
+                "                (SELECT max(created_at) FROM scores WHERE id > :s))"
+            ),
+            {"r": run_id, "s": score_id},
+        )
+    ).one()
+    return row[0], row[1]
+
+
+async def refresh(engine: AsyncEngine) -> int:
+    """Bring ``observations`` and ``observation_rollup_hour`` up to date; returns the chunks recomputed."""
+    chunks = 0
+    async with engine.connect() as conn:
+        await conn.execute(sa.text(LOCK))
+        await conn.commit()
+        try:
+            progress = (
+                await conn.execute(
+                    sa.select(RollupProgressRow.last_run_id, RollupProgressRow.last_score_id).where(
+                        RollupProgressRow.name == PROGRESS
+                    )
+                )
+            ).first()
+            ids = (
+                await conn.execute(sa.text("SELECT (SELECT max(id) FROM runs), (SELECT max(id) FROM scores)"))
+            ).one()
+            seen_run, seen_score = (progress[0] - ID_MARGIN, progress[1] - ID_MARGIN) if progress else (0, 0)
+            oldest, newest = await _changed(conn, seen_run, seen_score)
+            await conn.commit()
+            if oldest is not None and newest is not None:
+                # A row at t belongs to the observation starting in [t - span, t], and may move
+                # one that started up to span after it (an earlier repeat stored late).
+                lo, end = oldest - PASS_SPAN, newest + PASS_SPAN
+                while lo < end:
+                    hi = min(lo + CHUNK, end)
+                    async with conn.begin():
+                        await conn.execute(sa.text("SET LOCAL work_mem = '64MB'"))
+                        await _refresh_range(conn, lo, hi)
+                    chunks += 1
+                    lo = hi
+            async with conn.begin():
+                values = {"name": PROGRESS, "last_run_id": ids[0] or 0, "last_score_id": ids[1] or 0}
+                upsert = pg_insert(RollupProgressRow).values(values)
+                await conn.execute(
+                    upsert.on_conflict_do_update(
+                        index_elements=["name"],
+                        set_={k: upsert.excluded[k] for k in ("last_run_id", "last_score_id")},
+                    )
+                )
+        finally:
+            await conn.execute(sa.text(UNLOCK))
+            await conn.commit()
+    log.debug("observations refreshed: %d chunks", chunks)
+    return chunks
