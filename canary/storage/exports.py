@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from canary.config.globs import Patterns, Selection
+from canary.storage.counts import run_of_score
 from canary.storage.tables import ProbeRow, RunRow, ScoreRow, TargetRow
 
 AVAILABILITY = "availability"  # the metric name of request errors, as detection names it
@@ -103,7 +104,7 @@ async def result_rows(
         .select_from(RunRow)
         .join(TargetRow, TargetRow.id == RunRow.target_id)
         .join(ProbeRow, ProbeRow.id == RunRow.probe_pk)
-        .outerjoin(ScoreRow, ScoreRow.run_id == RunRow.id)
+        .outerjoin(ScoreRow, run_of_score())
         .where(
             RunRow.started_at >= since,
             RunRow.started_at < until,
