@@ -1,4 +1,4 @@
-"""examples/prometheus/canary-rules.yml: valid, unit-tested with promtool, and on series canary exports."""
+"""examples/prometheus/: rules valid, unit-tested with promtool, on series canary exports; a valid config."""
 
 from __future__ import annotations
 
@@ -22,6 +22,11 @@ def test_promtool_finds_the_rules_valid() -> None:
     result = promtool("check", "rules", "canary-rules.yml")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS: 7 rules found" in result.stdout
+
+
+def test_the_example_prometheus_config_that_loads_them_is_valid() -> None:
+    result = promtool("check", "config", "prometheus.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_the_rules_pass_their_promtool_unit_tests() -> None:
