@@ -350,6 +350,8 @@ def load_probe_file(path: Path) -> list[Probe]:
     probes: list[Probe] = []
     for index, entry in enumerate(parsed.probe):
         merged = {**parsed.defaults, **entry}
+        if "assertions" in merged:  # the field's own name would skip the checks' parsing below
+            raise ConfigError(path, f"probe[{index}].assertions", "unknown key (checks are [[probe.assert]])")
         merged["assert"] = parse_assertions(merged.get("assert", []), path, f"probe[{index}].assert")
         spec = validate(ProbeSpec, merged, path, prefix=f"probe[{index}]")
         if not parsed.session:

@@ -79,6 +79,13 @@ def test_a_bad_check_names_the_file_the_key_and_the_problem(
     assert problem in info.value.problem
 
 
+def test_checks_are_written_as_assert_tables_only(tmp_path: Path) -> None:
+    check = '[[probe.assertions]]\nmetric = "m"\ntype = "max_chars"\nvalue = 10\n'
+    with pytest.raises(ConfigError) as info:
+        load_catalog(_write(tmp_path, PROBE + check))
+    assert info.value.key == "probe[1].assertions" and "[[probe.assert]]" in info.value.problem
+
+
 def test_two_checks_of_one_probe_may_not_share_a_metric(tmp_path: Path) -> None:
     check = '[[probe.assert]]\nmetric = "m"\ntype = "max_chars"\nvalue = 10\n'
     with pytest.raises(ConfigError) as info:
