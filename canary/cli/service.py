@@ -210,8 +210,10 @@ def print_verdict(view: dict[str, Any], output_format: OutputFormat = "table") -
 
     console = console_for_output()
     if output_format != "json":
+        # Plain output is only the rows on stdout (for awk); the verdict line goes to stderr there.
         heading = f"{view['name']} ({view['id']}): {view['verdict']} — {view['reason']}"
-        console.print(heading, markup=False, highlight=False)  # a reason may hold [brackets]
+        on = console if output_format == "table" else console_for_output(stderr=True)
+        on.print(heading, markup=False, highlight=False)  # a reason may hold [brackets]
     table = Table("metric", "outcome", "canary", "baseline", "effect", "p", "n (c/b)", "note")
     for m in view["metrics"]:
 

@@ -78,8 +78,8 @@ def test_a_verdict_as_plain_lines_and_as_json(service: ThreadedServer) -> None:
     runner = CliRunner()
     plain = runner.invoke(main, ["verdict", "v2", "--url", service.url, "--format", "plain"])
     assert plain.exit_code == 1
-    heading, header, *rows = plain.output.splitlines()
-    assert heading.startswith("v2 (") and "FAIL" in heading
+    header, *rows = plain.stdout.splitlines()
+    assert plain.stderr.startswith("v2 (") and "FAIL" in plain.stderr
     assert header.split("\t") == ["metric", "outcome", "canary", "baseline", "effect", "p", "n (c/b)", "note"]
     by_metric = {line.split("\t")[0]: line.split("\t") for line in rows}
     assert by_metric[LONG_METRIC][1] == "FAIL" and by_metric[LONG_METRIC][-1] == "critical"
