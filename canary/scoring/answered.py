@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from canary.probing.catalog import Probe
 from canary.probing.completion import Completion
+from canary.scoring._text import clean
 from canary.scoring.base import Score, ScoringContext
 
 
@@ -12,5 +13,6 @@ class AnsweredScorer:
 
     def score(self, probe: Probe, completion: Completion, context: ScoringContext) -> list[Score]:
         has_text = bool(completion.text.strip())
-        detail = {} if has_text else {"finish_reason": completion.finish_reason}
+        reason = completion.finish_reason
+        detail = {} if has_text else {"finish_reason": None if reason is None else clean(reason)}
         return [Score("answered", has_text, float(len(completion.text)), detail)]
