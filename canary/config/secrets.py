@@ -47,7 +47,7 @@ def resolve_secret(value: str, path: Path | str, key: str) -> Secret | str:
     credential header (``authorization``, ...).
     """
     if not value.startswith(ENV_PREFIX):
-        last = key.rsplit(".", 1)[-1]
+        last = key.rsplit(".", 1)[-1].split("[", 1)[0]  # ``urls[1]`` is a ``urls`` entry
         if last in CREDENTIAL_KEYS or last.lower() in SENSITIVE_HEADERS:
             register_secret(value)
         return value
@@ -82,7 +82,7 @@ SENSITIVE_HEADERS = (
     "set-cookie",
 )
 # Config keys (last path segment) whose plain, non-``env:`` value is a credential all the same.
-CREDENTIAL_KEYS = frozenset({"api_key", "url", "secret", "routing_key", "api_token"})
+CREDENTIAL_KEYS = frozenset({"api_key", "url", "urls", "secret", "routing_key", "api_token"})
 
 _names = "|".join(re.escape(h) for h in SENSITIVE_HEADERS)
 # ``Authorization: Bearer x``, ``"x-api-key": "x"``, ``'api-key'='x'``, as JSON, a dict repr or a header

@@ -23,6 +23,7 @@ from canary.alerting.outbox import OutboxDispatcher
 from canary.alerting.receivers.alertmanager import alert_body
 from canary.alerting.resend import enqueue_resends
 from canary.config.loader import build_config
+from canary.config.secrets import redact_configured
 from canary.config.sections import AlertsSpec
 from canary.errors import ConfigError
 from canary.storage.tables import AlertDeliveryRow
@@ -210,9 +211,10 @@ def test_the_config_names_a_missing_url_and_a_resend_period_shorter_than_detecti
     receiver: dict[str, Any] = {"name": "am", "kind": "alertmanager"}
     with pytest.raises(ConfigError, match=r"alerts.receivers.0.*needs 'urls'"):
         build_config({"alerts": {"receivers": [receiver]}}, "canary.toml")
-    receiver["urls"] = ["http://am-a:9093", "http://am-b:9093"]
+    receiver["urls"] = ["http://am-a:9093", "http://admin:pw@am-b:9093"]
     built = build_config({"alerts": {"receivers": [receiver]}}, "canary.toml")
-    assert built.receivers[0].urls == ("http://am-a:9093", "http://am-b:9093")
+    assert built.receivers[0].urls == ("http://am-a:9093", "http://admin:pw@am-b:9093")
+    assert "admin:pw" not in redact_configured("posting to http://admin:pw@am-b:9093 failed")
     data = {"detection": {"interval_s": 300}, "alerts": {"receivers": [{**receiver, "resend_s": 60}]}}
     with pytest.raises(ConfigError, match=r"canary.toml: alerts.receivers\[0\].resend_s: 60 is shorter"):
         build_config(data, "canary.toml")
