@@ -23,6 +23,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from canary.alerting.links import evidence_path
 from canary.config.sections import AlertsSpec
 from canary.detection.episodes import Finding
 from canary.storage.tables import AlertDeliveryRow, AlertRow, TargetRow
@@ -103,7 +104,7 @@ def notice(row: sa.Row[Any], event: Event, now: datetime, spec: AlertsSpec) -> d
     """The receiver-neutral payload stored in the outbox (Alertmanager's alert object, plus URLs)."""
     base = spec.external_url.rstrip("/")
     # The API's evidence pages: the finding behind the alert, else the alert and its deliveries.
-    page = f"api/findings/{row.finding_id}" if row.finding_id else f"api/alerts/{row.fingerprint}"
+    page = evidence_path(row.finding_id, row.fingerprint)
     link = f"{base}/{page}" if base else ""
     annotations = {"summary": row.summary, "started": row.started_at.isoformat()}
     if event == "resolved":

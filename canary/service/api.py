@@ -85,7 +85,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         if creds is None or not secrets.compare_digest(creds.credentials.encode(), ctx.token.encode()):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
-    install_status_page(app, lambda: ctx.engine)  # GET /: the health matrix for people without Grafana
+    install_status_page(app, lambda: ctx.engine, ctx.clock)  # GET /: the status page for on-call
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

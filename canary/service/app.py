@@ -30,6 +30,7 @@ from canary.probing.catalog import Catalog
 from canary.probing.cells import CellPool
 from canary.probing.scheduler import ProbeScheduler, Shard, plan_jobs
 from canary.service.api import ApiContext, create_app
+from canary.service.identity import LOCK_KEY, application_name
 from canary.service.metrics import ServiceMetrics
 from canary.storage.engine import async_engine
 from canary.storage.partitions import MAINTENANCE_INTERVAL_S, maintain
@@ -38,8 +39,6 @@ from canary.storage.tables import AlertDeliveryRow, AlertRow
 from canary.verdicts.deploys import active_bursts, evaluate_running, running_deploys
 
 log = logging.getLogger(__name__)
-
-LOCK_KEY = 0x63616E617279  # "canary": one advisory lock for all singleton duties
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,10 @@ class SingletonLock:
     returning it to a pool would keep the lock on a connection nobody watches)."""
 
     def __init__(self, url: str, key: int = LOCK_KEY) -> None:
-        self.engine = create_async_engine(url, poolclass=NullPool)
+        # Named, so the status page can tell which replica holds the lock (canary.service.identity).
+        self.engine = create_async_engine(
+            url, poolclass=NullPool, connect_args={"application_name": application_name(leader=True)}
+        )
         self.key = key
         self.conn: AsyncConnection | None = None
 
@@ -268,7 +270,7 @@ class Service:
         3. Serve the API; report ready. 4. Lead when possible. 5. On stop: close the API, let
         in-flight passes finish within ``shutdown_grace_s`` (the rest are stored as cancelled),
         hand the lock back and close the database."""
-        engine = async_engine(self.url, pool_size=self.spec.db_pool_size)
+        engine = async_engine(self.url, pool_size=self.spec.db_pool_size, application_name=application_name())
         lock = SingletonLock(self.url)
         try:
             async with CellPool() as cells, anyio.create_task_group() as tg:

@@ -128,9 +128,15 @@ def database(
             server.cleanup()  # type: ignore[attr-defined]
 
 
-def async_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
+def async_engine(url: str, *, pool_size: int = 5, application_name: str | None = None) -> AsyncEngine:
+    """A pooled engine; ``application_name`` names its connections in ``pg_stat_activity``."""
+    connect_args = {"application_name": application_name} if application_name else {}
     return create_async_engine(
-        sqlalchemy_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        sqlalchemy_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args=connect_args,
     )
 
 

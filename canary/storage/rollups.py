@@ -15,8 +15,10 @@ ids it has seen and refreshes from the oldest time among rows newer than those, 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -86,6 +88,33 @@ def score_rollup(grain: Grain, lo: datetime, hi: datetime) -> sa.Insert:
         index_elements=["target_id", "metric", grain],
         set_={"runs": insert.excluded.runs, "failures": insert.excluded.failures},
     )
+
+
+def rollup_counts(
+    grain: Grain,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    target_ids: Sequence[int] | None = None,
+) -> sa.Select[Any]:
+    """:func:`~canary.storage.counts.score_counts` with ``CalendarBuckets(grain)``, read from the rollup.
+
+    Same columns (``target_id, metric, bucket, n, failures``), one row per stored bucket in
+    ``since <= bucket < until``: what a reader of long windows or many cells (the status page)
+    takes instead of scanning ``scores``. A bucket is as fresh as the last refresh.
+    """
+    table = SCORE_ROLLUPS[grain]
+    bucket = table.c[grain]
+    conditions = []
+    if since is not None:
+        conditions.append(bucket >= since)
+    if until is not None:
+        conditions.append(bucket < until)
+    if target_ids is not None:
+        conditions.append(table.c.target_id.in_(list(target_ids)))
+    return sa.select(
+        table.c.target_id, table.c.metric, bucket.label("bucket"), table.c.runs.label("n"), table.c.failures
+    ).where(*conditions)
 
 
 async def _refresh_range(conn: AsyncConnection, grain: Grain, lo: datetime, hi: datetime) -> int:
