@@ -23,12 +23,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,6 +38,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "dashboards")]
 from grafana_sql import expand, interval_for, load_dashboards, panel_queries  # noqa: E402
 
 from bench._common import machine, print_machine  # noqa: E402
+from bench._scratch import scratch_database  # noqa: E402
 
 TARGET_P95_MS = 300.0
 METRICS = ("answered", "unexpected_script", "known_answer")
@@ -361,37 +359,14 @@ def run(url: str, runs: int, repeats: int) -> dict[str, Any]:
 
 
 def main() -> int:
-    import os
-
-    from canary.storage.engine import database, ensure_database, sqlalchemy_url, with_database
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=10_000_000)
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
     print_machine()
     started = time.perf_counter()
-    server_url = os.environ.get("DATABASE_URL")
-    data_dir = None if server_url else Path(tempfile.mkdtemp(prefix="canary-bench-pg-"))
-    try:
-        with database(server_url, data_dir, upgrade=False) as url:
-            # A scratch database of our own on that server, migrated, dropped at the end.
-            name = f"canary_bench_{uuid.uuid4().hex[:8]}"
-            ensure_database(url, name)
-            bench_url = sqlalchemy_url(with_database(url, name))
-            try:
-                with database(bench_url) as migrated:
-                    figures = run(migrated, args.runs, args.repeats)
-            finally:
-                admin = sa.create_engine(
-                    sqlalchemy_url(with_database(url, "postgres")), isolation_level="AUTOCOMMIT"
-                )
-                with admin.connect() as conn:
-                    conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                admin.dispose()
-    finally:
-        if data_dir is not None:
-            shutil.rmtree(data_dir, ignore_errors=True)
+    with scratch_database() as url:
+        figures = run(url, args.runs, args.repeats)
     figures["total_s"] = round(time.perf_counter() - started, 1)
     figures["machine"] = machine()
     print(

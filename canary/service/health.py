@@ -26,14 +26,21 @@ STATUS_ORDER = {"sick": 0, "warn": 1, "nodata": 2, "ok": 3}
 
 @dataclass(frozen=True)
 class MetricCounts:
-    """One metric of one cell, from the rollups: the recent window, the baseline, hourly points."""
+    """One metric of one cell, from the rollups: the recent window and the baseline."""
 
     metric: str
     recent_runs: int
     recent_failures: int
     baseline_runs: int
     baseline_failures: int
-    hourly: tuple[tuple[int, int], ...]  # (runs, failures) per hour, oldest first, SPARK_HOURS long
+
+    severity: int | None = field(init=False)  # 2 sick, 1 warn, 0 ok; None without recent scores
+
+    def __post_init__(self) -> None:
+        # Computed once: the page judges every metric of every cell (5,000 at 1,000 cells).
+        object.__setattr__(
+            self, "severity", metric_severity(self.recent_runs, self.recent_failures, self.baseline_rate)
+        )
 
     @property
     def recent_rate(self) -> float | None:
@@ -43,19 +50,18 @@ class MetricCounts:
     def baseline_rate(self) -> float:
         return self.baseline_failures / self.baseline_runs if self.baseline_runs else 0.0
 
-    @property
-    def severity(self) -> int | None:
-        """2 sick, 1 warn, 0 ok; ``None`` without recent scores."""
-        n, k = self.recent_runs, self.recent_failures
-        if n <= 0:
-            return None
-        p0 = min(max(self.baseline_rate, P0_FLOOR), 1.0 - P0_FLOOR)
-        z = (k - n * p0) / math.sqrt(n * p0 * (1.0 - p0))
-        if k >= 3 and z >= 4:
-            return 2
-        if k >= 2 and z >= 2.5:
-            return 1
-        return 0
+
+def metric_severity(runs: int, failures: int, baseline_rate: float) -> int | None:
+    """2 (sick), 1 (warn) or 0 (ok) for ``failures`` of ``runs`` recent scores; ``None`` without any."""
+    if runs <= 0:
+        return None
+    p0 = min(max(baseline_rate, P0_FLOOR), 1.0 - P0_FLOOR)
+    z = (failures - runs * p0) / math.sqrt(runs * p0 * (1.0 - p0))
+    if failures >= 3 and z >= 4:
+        return 2
+    if failures >= 2 and z >= 2.5:
+        return 1
+    return 0
 
 
 @dataclass(frozen=True)
@@ -170,16 +176,15 @@ def status_counts(cells: Iterable[CellHealth]) -> dict[str, int]:
     return out
 
 
-def windows(now: datetime) -> tuple[datetime, datetime, datetime, int]:
-    """(recent_since, baseline_lo, baseline_hi, first spark slot): hour slots count from ``baseline_lo``.
+def windows(now: datetime) -> tuple[datetime, datetime, datetime, datetime]:
+    """(recent_since, baseline_lo, baseline_hi, spark_lo) at ``now``.
 
     The baseline is the 24 whole hours before the hour holding ``now - RECENT``; the sparkline
-    the 24 hours ending with the current one, whose slots are ``first .. first + SPARK_HOURS - 1``.
+    shows the SPARK_HOURS hours ending with the current one, starting at ``spark_lo``.
     """
     now = now.astimezone(UTC)
     recent_since = now - RECENT
     baseline_hi = recent_since.replace(minute=0, second=0, microsecond=0)
     baseline_lo = baseline_hi - timedelta(hours=BASELINE_HOURS)
-    current = now.replace(minute=0, second=0, microsecond=0)
-    last_slot = round((current - baseline_lo) / timedelta(hours=1))
-    return recent_since, baseline_lo, baseline_hi, last_slot - SPARK_HOURS + 1
+    spark_lo = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=SPARK_HOURS - 1)
+    return recent_since, baseline_lo, baseline_hi, spark_lo

@@ -24,14 +24,21 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from canary.service.health import CellHealth, Group, attention_order, groups, status_counts
 from canary.service.identity import replica_name
-from canary.service.sparkline import Point, sparkline_svg
-from canary.service.status_queries import Backlog, Replica, StatusData, load_status
+from canary.service.sparkline import sparkline_svg
+from canary.service.status_queries import (
+    DETAILED_CELLS,
+    Backlog,
+    BaselineCache,
+    Hourly,
+    Replica,
+    StatusData,
+    load_status,
+)
 
 # Solid colours, also checked pixel by pixel in the browser test.
 STATUS_COLOURS = {"sick": "#c62828", "warn": "#ef6c00", "nodata": "#9e9e9e", "ok": "#2e7d32"}
 STATUS_LABELS = {"sick": "sick", "warn": "warning", "nodata": "no data", "ok": "healthy"}
 VERDICT_CLASS = {"PASS": "ok", "FAIL": "sick", "INCONCLUSIVE": "warn", "PENDING": "nodata"}
-MAX_CARDS = 60  # beyond this many unhealthy cells, the rest are listed by name only
 
 
 def _e(value: object) -> str:
@@ -117,7 +124,7 @@ def render_incidents(data: StatusData) -> str:
     return _table("alerts", ["state", "cell", "metric", "since", "evidence", ""], rows, "No open alerts.")
 
 
-def render_card(cell: CellHealth, samples: Sequence[dict[str, Any]]) -> str:
+def render_card(cell: CellHealth, hourly: Hourly, samples: Sequence[dict[str, Any]]) -> str:
     """One unhealthy cell: why, its alerts, a sparkline per metric, its latest failing samples."""
     why = ""
     if cell.worst_metric:
@@ -128,9 +135,9 @@ def render_card(cell: CellHealth, samples: Sequence[dict[str, Any]]) -> str:
         why = "no scores in the last 15 minutes"
     lines = []
     for m in cell.metrics:
-        points = [Point(r, f) for r, f in m.hourly]
+        points = hourly.get(m.metric, [])
         severity = m.severity
-        label = f"{m.metric}: hourly failure rate, last 24 h, against the baseline band"
+        label = f"{m.metric}: failure rate per hour, 24 h, and its baseline band"
         svg = sparkline_svg(points, m.baseline_rate, m.recent_rate, label, recent_alarm=bool(severity))
         mark = {2: "sick", 1: "warn"}.get(severity or 0, "")
         lines.append(
@@ -165,8 +172,11 @@ def render_attention(data: StatusData) -> str:
     unhealthy = attention_order(data.cells)
     if not unhealthy:
         return '<p class="empty" id="attention">Every cell is healthy.</p>' if data.cells else ""
-    cards = "".join(render_card(c, data.samples.get(c.cell, [])) for c in unhealthy[:MAX_CARDS])
-    rest = unhealthy[MAX_CARDS:]
+    detailed = unhealthy[:DETAILED_CELLS]
+    cards = "".join(
+        render_card(c, data.hourly.get(c.cell, {}), data.samples.get(c.cell, [])) for c in detailed
+    )
+    rest = unhealthy[DETAILED_CELLS:]
     more = ""
     if rest:
         names = ", ".join(f'<span class="{c.status}-text">{_e(c.cell)}</span>' for c in rest)
@@ -191,9 +201,10 @@ def render_groups(all_groups: Sequence[Group]) -> str:
     )
     out = f'<table class="groups" id="groups">{rows}</table>' if rows else ""
     if healthy:
+        # Names only: at 1,000 cells this list is most of the page, and nobody reads it at 3 a.m.
         cells = sum(len(g.cells) for g in healthy)
         lines = "".join(
-            f"<li>{_e(g.model)} / {_e(g.platform)}: {' '.join(_tile(c) for c in g.cells)}</li>"
+            f"<li><b>{_e(g.model)} / {_e(g.platform)}</b>: {_e(' · '.join(c.pool for c in g.cells))}</li>"
             for g in healthy
         )
         out += (
@@ -242,7 +253,7 @@ mark{background:#ffe0e0;color:#b00020;font-weight:600}
 .groups th{text-align:left;font-weight:600;padding:3px 10px 3px 0;white-space:nowrap}
 .tile{display:inline-block;min-width:90px;padding:10px 6px;margin:2px;border-radius:3px;color:#fff;
 font-size:12px}
-#healthy li{margin:2px 0;list-style:none} #healthy .tile{min-width:0;padding:1px 5px}
+#healthy li{margin:2px 0;list-style:none;font-size:13px} #healthy b{font-weight:600}
 .sick-text{color:#c62828} .warn-text{color:#ef6c00} .nodata-text{color:#616161}
 """
 
@@ -283,8 +294,9 @@ def install_status_page(
     replica: Callable[[], str] = replica_name,
 ) -> None:
     """Serve the status page at ``GET /`` on ``app`` (``engine_getter`` is called per request)."""
+    baselines = BaselineCache()
 
     @app.get("/", include_in_schema=False, response_class=HTMLResponse)
     async def status_page() -> HTMLResponse:
-        data = await load_status(engine_getter(), clock())
+        data = await load_status(engine_getter(), clock(), baselines)
         return HTMLResponse(render(data, replica()), headers={"Cache-Control": "no-store"})

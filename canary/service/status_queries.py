@@ -1,25 +1,25 @@
-"""What the status page reads: five queries on one connection, counts from the rollups only.
+"""What the status page reads: seven small queries on one connection, counts from the rollups only.
 
-1. Cells and their per-metric counts: the last 15 minutes from ``score_rollup_minute`` and 26
-   hours of ``score_rollup_hour`` (the baseline and the sparkline), aggregated per (cell,
-   metric) in one statement, so 1,000 cells cost one scan of ~100k rollup rows, not millions
-   of scores.
-2. Open alerts with their finding's one-line message.
-3. The latest failing samples of the unhealthy cells (the partial index on failed scores).
+1. Open alerts with their finding's one-line message.
+2. Cells and their per-metric counts: the last 15 minutes from ``score_rollup_minute`` and the
+   24-hour baseline from ``score_rollup_hour``, summed per (cell, metric) in one statement, so
+   1,000 cells cost one pass over ~200k rollup rows, not millions of scores.
+3. For the worst :data:`DETAILED_CELLS` unhealthy cells only: 24 hourly points per metric (the
+   sparklines) and the latest failing samples (the partial index on failed scores).
 4. The latest deploys with their verdicts (``v_deploy_verdicts``).
-5. Replicas and the leader (``pg_stat_activity``, ``pg_locks``) and the outbox backlog.
+5. Replicas and the leader (``pg_stat_activity``, ``pg_locks``); the outbox backlog.
 Everything is bound to ``now`` (the service's clock), so the page is reproducible in tests.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from canary.alerting.links import evidence_path
@@ -33,13 +33,14 @@ from canary.service.health import (
     windows,
 )
 from canary.service.identity import LEADER_PREFIX, LOCK_KEY, REPLICA_PREFIX
+from canary.service.sparkline import Point
 from canary.storage.rollups import rollup_counts
 from canary.storage.tables import TargetRow
 
 SAMPLES_PER_CELL = 3
-SAMPLE_CELLS = 100  # failing samples for at most this many unhealthy cells (the worst ones)
+DETAILED_CELLS = 30  # sparklines and samples for at most this many unhealthy cells (the worst ones)
 DEPLOYS = 8
-RECENT_SLOT = -1
+Hourly = dict[str, list[Point]]  # metric -> SPARK_HOURS points, oldest first
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class StatusData:
     now: datetime
     cells: list[CellHealth] = field(default_factory=list)
     alerts: list[OpenAlert] = field(default_factory=list)
+    hourly: dict[str, Hourly] = field(default_factory=dict)  # cell -> its sparklines' points
     samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     deploys: list[dict[str, Any]] = field(default_factory=list)
     replicas: list[Replica] = field(default_factory=list)
@@ -75,42 +77,57 @@ class StatusData:
     backlog: list[Backlog] = field(default_factory=list)
 
 
-def counts_query(now: datetime) -> sa.Select[Any]:
-    """Step 1: per (cell, metric) the recent and baseline sums and the hourly points as arrays."""
-    recent_since, base_lo, base_hi, _ = windows(now)
+def recent_query(now: datetime) -> sa.Select[Any]:
+    """Step 2a: every cell, with per metric its last 15 minutes (~75k minute rows for 1,000 cells)."""
+    recent_since = windows(now)[0]
     minutes = rollup_counts("minute", since=recent_since).subquery()
-    hours = rollup_counts("hour", since=base_lo, until=now + timedelta(hours=1)).subquery()
-    slot = sa.cast(sa.func.round(sa.extract("epoch", hours.c.bucket - base_lo) / 3600.0), sa.Integer)
-    rows = sa.union_all(
-        sa.select(minutes.c.target_id, minutes.c.metric, sa.literal(RECENT_SLOT).label("slot"),
-                  minutes.c.n, minutes.c.failures),
-        sa.select(hours.c.target_id, hours.c.metric, slot.label("slot"), hours.c.n, hours.c.failures),
-    ).subquery()  # fmt: skip
-    recent, hourly = rows.c.slot == RECENT_SLOT, rows.c.slot >= 0
-    in_baseline = sa.and_(rows.c.slot >= 0, rows.c.slot < round((base_hi - base_lo) / timedelta(hours=1)))
     per_metric = (
-        sa.select(
-            rows.c.target_id,
-            rows.c.metric,
-            sa.func.coalesce(sa.func.sum(rows.c.n).filter(recent), 0).label("recent_runs"),
-            sa.func.coalesce(sa.func.sum(rows.c.failures).filter(recent), 0).label("recent_failures"),
-            sa.func.coalesce(sa.func.sum(rows.c.n).filter(in_baseline), 0).label("baseline_runs"),
-            sa.func.coalesce(sa.func.sum(rows.c.failures).filter(in_baseline), 0).label("baseline_failures"),
-            sa.func.array_agg(aggregate_order_by(rows.c.slot, rows.c.slot)).filter(hourly).label("slots"),
-            sa.func.array_agg(aggregate_order_by(rows.c.n, rows.c.slot)).filter(hourly).label("runs"),
-            sa.func.array_agg(aggregate_order_by(rows.c.failures, rows.c.slot)).filter(hourly).label("fails"),
-        )
-        .group_by(rows.c.target_id, rows.c.metric)
+        sa.select(minutes.c.target_id, minutes.c.metric, sa.func.sum(minutes.c.n).label("runs"),
+                  sa.func.sum(minutes.c.failures).label("failures"))
+        .group_by(minutes.c.target_id, minutes.c.metric)
         .subquery()
-    )
-    shown = sa.or_(TargetRow.last_seen >= now - timedelta(days=7), per_metric.c.target_id.is_not(None))
+    )  # fmt: skip
     return (
         sa.select(TargetRow.id, TargetRow.cell, TargetRow.model, TargetRow.platform, TargetRow.pool,
-                  *(c for c in per_metric.c if c.name != "target_id"))
+                  TargetRow.last_seen, per_metric.c.metric, per_metric.c.runs, per_metric.c.failures)
         .select_from(TargetRow)
         .outerjoin(per_metric, per_metric.c.target_id == TargetRow.id)
-        .where(shown)
     )  # fmt: skip
+
+
+def baseline_query(now: datetime) -> sa.Select[Any]:
+    """Step 2b: per (cell, metric) the 24 baseline hours (~120k hour rows for 1,000 cells)."""
+    _, base_lo, base_hi, _ = windows(now)
+    hours = rollup_counts("hour", since=base_lo, until=base_hi).subquery()
+    return sa.select(
+        hours.c.target_id, hours.c.metric, sa.func.sum(hours.c.n), sa.func.sum(hours.c.failures)
+    ).group_by(hours.c.target_id, hours.c.metric)
+
+
+Baseline = dict[tuple[int, str], tuple[int, int]]  # (target_id, metric) -> (runs, failures)
+
+
+@dataclass
+class BaselineCache:
+    """The baseline sums, read once per baseline window and kept for at most ``ttl_s``.
+
+    The baseline is the 24 whole hours before the current window, so it only moves when the
+    hour turns; re-reading it every ``ttl_s`` picks up the rare late row the rollup refresher
+    counts into an old hour. Most renders then read only the 15 minutes of minute rollups.
+    """
+
+    ttl_s: float = 600.0
+    window: datetime | None = None
+    read_at: float = 0.0
+    sums: Baseline = field(default_factory=dict)
+
+    async def get(self, conn: AsyncConnection, now: datetime) -> Baseline:
+        window = windows(now)[2]
+        if window != self.window or time.monotonic() - self.read_at > self.ttl_s:
+            rows = (await conn.execute(baseline_query(now))).all()
+            self.sums = {(t, m): (int(n), int(f)) for t, m, n, f in rows}
+            self.window, self.read_at = window, time.monotonic()
+        return self.sums
 
 
 ALERTS_SQL = """
@@ -156,32 +173,52 @@ GROUP BY receiver ORDER BY receiver
 """
 
 
-def _metrics(row: Any, first_slot: int) -> list[MetricCounts]:
-    if row.metric is None:
-        return []
-    points = [(0, 0)] * SPARK_HOURS
-    for slot, runs, fails in zip(row.slots or (), row.runs or (), row.fails or (), strict=True):
-        if first_slot <= slot < first_slot + SPARK_HOURS:
-            points[slot - first_slot] = (runs, fails)
-    return [
-        MetricCounts(row.metric, int(row.recent_runs), int(row.recent_failures), int(row.baseline_runs),
-                     int(row.baseline_failures), tuple(points))
-    ]  # fmt: skip
-
-
-async def _cells(conn: AsyncConnection, now: datetime, alerts: list[OpenAlert]) -> list[CellHealth]:
-    first_slot = windows(now)[3]
-    by_cell: dict[int, tuple[Any, list[MetricCounts]]] = {}
-    for row in (await conn.execute(counts_query(now))).all():
-        entry = by_cell.setdefault(row.id, (row, []))
-        entry[1].extend(_metrics(row, first_slot))
+async def _cells(
+    conn: AsyncConnection, now: datetime, alerts: list[OpenAlert], baselines: BaselineCache
+) -> list[CellHealth]:
+    """Judge every shown cell: seen in 7 days, or scored in the window, or alerting (as the view)."""
+    baseline = await baselines.get(conn, now)
+    targets: dict[int, tuple[Any, ...]] = {}
+    recent: dict[int, dict[str, tuple[int, int]]] = {}
+    # Plain tuples: attribute access on 5,000 rows costs more than the query.
+    for tid, cell, model, platform, pool, last_seen, metric, runs, failures in (
+        await conn.execute(recent_query(now))
+    ).tuples():
+        targets[tid] = (cell, model, platform, pool, last_seen)
+        if metric is not None:
+            recent.setdefault(tid, {})[metric] = (int(runs), int(failures))
+    baseline_of: dict[int, dict[str, tuple[int, int]]] = {}
+    for (tid, metric), sums in baseline.items():
+        baseline_of.setdefault(tid, {})[metric] = sums
     alerts_by_cell: dict[str, list[OpenAlert]] = {}
     for a in alerts:
         alerts_by_cell.setdefault(a.cell, []).append(a)
-    return [
-        judge(r.id, r.cell, r.model, r.platform, r.pool, metrics, alerts_by_cell.get(r.cell, []))
-        for r, metrics in by_cell.values()
-    ]
+    seen_since = now - timedelta(days=7)
+    cells = []
+    for tid, (cell, model, platform, pool, last_seen) in targets.items():
+        now_counts, base_counts = recent.get(tid, {}), baseline_of.get(tid, {})
+        metrics = [
+            MetricCounts(m, *now_counts.get(m, (0, 0)), *base_counts.get(m, (0, 0)))
+            for m in now_counts.keys() | base_counts.keys()
+        ]
+        cell_alerts = alerts_by_cell.get(cell, [])
+        if now_counts or cell_alerts or (last_seen is not None and last_seen >= seen_since):
+            cells.append(judge(tid, cell, model, platform, pool, metrics, cell_alerts))
+    return cells
+
+
+async def _hourly(conn: AsyncConnection, now: datetime, cells: Sequence[CellHealth]) -> dict[str, Hourly]:
+    """Step 3: the sparklines' points of ``cells`` (their primary-key range of the hour rollup)."""
+    spark_lo = windows(now)[3]
+    names = {c.target_id: c.cell for c in cells}
+    query = rollup_counts(
+        "hour", since=spark_lo, until=spark_lo + timedelta(hours=SPARK_HOURS), target_ids=list(names)
+    )
+    out: dict[str, Hourly] = {}
+    for target_id, metric, bucket, n, failures in (await conn.execute(query)).all():
+        points = out.setdefault(names[target_id], {}).setdefault(metric, [Point(0, 0)] * SPARK_HOURS)
+        points[round((bucket - spark_lo) / timedelta(hours=1))] = Point(int(n), int(failures))
+    return out
 
 
 def _replicas(rows: Sequence[Any]) -> tuple[list[Replica], Replica | None]:
@@ -202,16 +239,23 @@ def _replicas(rows: Sequence[Any]) -> tuple[list[Replica], Replica | None]:
     return replicas, next((r for r in replicas if r.leader), None)
 
 
-async def load_status(engine: AsyncEngine, now: datetime) -> StatusData:
-    """Read the page's state at ``now`` (one read-only connection; the steps of the module docstring)."""
+async def load_status(
+    engine: AsyncEngine, now: datetime, baselines: BaselineCache | None = None
+) -> StatusData:
+    """Read the page's state at ``now`` (one read-only connection; the steps of the module docstring).
+
+    ``baselines`` keeps the baseline sums between calls (a fresh cache reads them every time).
+    """
     data = StatusData(now=now)
     async with engine.connect() as conn:
         for a in (await conn.execute(sa.text(ALERTS_SQL))).all():
             evidence = a.message or a.summary
             link = evidence_path(a.finding_id, a.fingerprint)
             data.alerts.append(OpenAlert(a.cell, a.metric, a.state, a.started_at, a.summary, evidence, link))
-        data.cells = await _cells(conn, now, data.alerts)
-        ids = [c.target_id for c in attention_order(data.cells)[:SAMPLE_CELLS]]
+        data.cells = await _cells(conn, now, data.alerts, baselines or BaselineCache())
+        worst = attention_order(data.cells)[:DETAILED_CELLS]
+        data.hourly = await _hourly(conn, now, worst)
+        ids = [c.target_id for c in worst]
         samples = await conn.execute(sa.text(SAMPLES_SQL), {"ids": ids, "now": now})
         for s in samples.mappings().all():
             data.samples.setdefault(s["cell"], []).append(dict(s))
