@@ -26,7 +26,7 @@ import json
 import statistics
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,8 @@ def log(message: str) -> None:
 
 
 SEED = [
-    """INSERT INTO targets (cell, model, platform, pool, provider, base_url, model_id, expected_pool, last_seen)
+    """INSERT INTO targets (cell, model, platform, pool, provider, base_url, model_id, expected_pool,
+                            last_seen)
        SELECT format('model-%s/platform-%s/pool-%s', m, p, q), 'model-' || m, 'platform-' || p,
               'pool-' || q, 'openai-chat', 'http://127.0.0.1:9/v1', 'model-' || m, 'pool-' || q, :now
        FROM generate_series(0, 9) m, generate_series(0, 9) p, generate_series(0, 9) q
@@ -83,7 +84,8 @@ SEED = [
     """UPDATE score_rollup_hour SET failures = 4
        WHERE metric = 'unexpected_script' AND target_id > :silent AND target_id <= :silent + :sick
          AND hour = date_trunc('hour', :now)""",
-    """INSERT INTO runs (pass_id, target_id, probe_pk, started_at, status, latency_ms, served_pool, output_text)
+    """INSERT INTO runs (pass_id, target_id, probe_pk, started_at, status, latency_ms, served_pool,
+                         output_text)
        SELECT gen_random_uuid(), t.id, 1, :now - make_interval(mins => k), 'ok', 900, t.pool,
               'The capital of France is Paris สวัสดี and that is all.'
        FROM targets t, generate_series(1, 5) k WHERE t.id > :silent AND t.id <= :silent + :sick""",
@@ -92,9 +94,9 @@ SEED = [
               '{"count": 6, "scripts": {"Thai": 6}, "allowed": ["Latin"],
                 "spans": [{"text": "สวัสดี", "context": "…is Paris สวัสดี and…"}]}', started_at
        FROM runs""",
-    """INSERT INTO findings (target_id, cell, metric, kind, baseline_rate, observed_rate, effect, effect_ci_low,
-                             effect_ci_high, n_baseline, baseline_failures, n_observed, failures, statistic,
-                             threshold, p_value, message, created_at)
+    """INSERT INTO findings (target_id, cell, metric, kind, baseline_rate, observed_rate, effect,
+                             effect_ci_low, effect_ci_high, n_baseline, baseline_failures, n_observed,
+                             failures, statistic, threshold, p_value, message, created_at)
        SELECT id, cell, 'known_answer', 'self', 0.01, 0.3, 0.29, 0.2, 0.38, 1000, 10, 60, 18, 9.1, 6.9, 1e-6,
               cell || ' known_answer 1% -> 30%', :now
        FROM targets WHERE id > :silent + :sick AND id <= :silent + :sick + :firing""",
@@ -107,7 +109,8 @@ SEED = [
        WHERE t.id > :silent + :sick AND t.id <= :silent + :sick + :firing + :pending""",
     """INSERT INTO alert_deliveries (alert_id, receiver, event, payload, status, attempts, next_attempt_at,
                                      last_error, created_at)
-       SELECT id, 'pager', 'firing', '{}', 'pending', 3, :now, 'HTTP 503 from the receiver', :now - interval '9 minutes'
+       SELECT id, 'pager', 'firing', '{}', 'pending', 3, :now, 'HTTP 503 from the receiver',
+              :now - interval '9 minutes'
        FROM alerts WHERE state = 'firing'""",
     """INSERT INTO deploys (id, name, canary_cells, baseline_cells, started_at, duration_s, status, details)
        SELECT 'd-' || k, 'rollout-' || k, ARRAY[(SELECT cell FROM targets WHERE id = k)],
@@ -238,11 +241,13 @@ def main() -> int:
     )
     print(f"GET / over loopback p50 {normal['http']['p50']} ms, p99 {normal['http']['p99']} ms")
     print(
-        f"Chromium load event p50 {b['load_ms_p50']} ms (max {b['load_ms_max']}), first byte p50 {b['ttfb_ms_p50']} ms"
+        f"Chromium load event p50 {b['load_ms_p50']} ms (max {b['load_ms_max']}),"
+        f" first byte p50 {b['ttfb_ms_p50']} ms"
     )
     o = outage["server"]
-    print(f"every cell unhealthy ({o['unhealthy']}): render p50 {o['total']['p50']} ms, p99 {o['total']['p99']} ms, "
-          f"Chromium load p50 {outage['browser']['load_ms_p50']} ms")  # fmt: skip
+    print(f"every cell unhealthy ({o['unhealthy']}): render p50 {o['total']['p50']} ms,"
+          f" p99 {o['total']['p99']} ms,"
+          f" Chromium load p50 {outage['browser']['load_ms_p50']} ms")  # fmt: skip
     figures = {
         "benchmark": "status_page",
         "cells": s["cells"],

@@ -20,6 +20,8 @@ PURE = [
     ROOT / "canary" / "stats",
     ROOT / "canary" / "detection" / "decisions.py",
     ROOT / "canary" / "verdicts" / "judgement.py",
+    ROOT / "canary" / "service" / "health.py",
+    ROOT / "canary" / "service" / "sparkline.py",
 ]
 IO_MODULES = {"sqlalchemy", "httpx", "anyio", "psycopg", "asyncio", "socket", "requests"}
 

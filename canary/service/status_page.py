@@ -124,6 +124,12 @@ def render_incidents(data: StatusData) -> str:
     return _table("alerts", ["state", "cell", "metric", "since", "evidence", ""], rows, "No open alerts.")
 
 
+SPARK_HEAD = (
+    "<tr><th></th><td><small>failure rate per hour, last 24 h; grey: the baseline's range</small></td>"
+    "<td><small>15 min</small></td><td><small>24 h before</small></td></tr>"
+)
+
+
 def render_card(cell: CellHealth, hourly: Hourly, samples: Sequence[dict[str, Any]]) -> str:
     """One unhealthy cell: why, its alerts, a sparkline per metric, its latest failing samples."""
     why = ""
@@ -131,6 +137,8 @@ def render_card(cell: CellHealth, hourly: Hourly, samples: Sequence[dict[str, An
         why = _e(cell.worst_metric)
         if cell.recent_rate is not None:
             why += f" {_rate(cell.recent_rate)} in 15 min (baseline {_rate(cell.baseline_rate)})"
+        elif cell.alerts:
+            why += f": alert {_e(cell.alerts[0].state)}"
     elif cell.status == "nodata":
         why = "no scores in the last 15 minutes"
     lines = []
@@ -142,8 +150,7 @@ def render_card(cell: CellHealth, hourly: Hourly, samples: Sequence[dict[str, An
         mark = {2: "sick", 1: "warn"}.get(severity or 0, "")
         lines.append(
             f'<tr class="{mark}-row"><th>{_e(m.metric)}</th><td>{svg}</td>'
-            f"<td>{_rate(m.recent_rate)} <small>now</small></td>"
-            f"<td>{_rate(m.baseline_rate)} <small>baseline</small></td></tr>"
+            f"<td>{_rate(m.recent_rate)}</td><td>{_rate(m.baseline_rate)}</td></tr>"
         )
     alerts = "".join(
         f"<li>{_tag('sick' if a.state == 'firing' else 'warn', a.state)} {_e(a.metric)}: {_e(a.evidence)}"
@@ -161,7 +168,7 @@ def render_card(cell: CellHealth, hourly: Hourly, samples: Sequence[dict[str, An
         f"<h3>{_tag(cell.status, STATUS_LABELS[cell.status])} {_e(cell.cell)}</h3>"
         f'<p class="why">{why}</p>'
         + (f'<ul class="alerts">{alerts}</ul>' if alerts else "")
-        + (f'<table class="sparks">{"".join(lines)}</table>' if lines else "")
+        + (f'<table class="sparks">{SPARK_HEAD}{"".join(lines)}</table>' if lines else "")
         + (f"<details><summary>latest failing samples ({len(samples)})</summary>"
            f"<ul>{sample_rows}</ul></details>" if samples else "")
         + "</section>"

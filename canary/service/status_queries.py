@@ -183,7 +183,7 @@ async def _cells(
     # Plain tuples: attribute access on 5,000 rows costs more than the query.
     for tid, cell, model, platform, pool, last_seen, metric, runs, failures in (
         await conn.execute(recent_query(now))
-    ).tuples():
+    ).all():
         targets[tid] = (cell, model, platform, pool, last_seen)
         if metric is not None:
             recent.setdefault(tid, {})[metric] = (int(runs), int(failures))

@@ -102,3 +102,21 @@ def coloured_boxes(
             if right - left >= min_side and bottom - top >= min_side:
                 boxes.append((name, left, top, right, bottom))
     return boxes
+
+
+def differing_fraction(a: list[list[Pixel]], b: list[list[Pixel]], channel_tolerance: int = 40) -> float:
+    """The fraction of pixels where any channel differs by more than ``channel_tolerance``.
+
+    Images of different sizes differ everywhere (1.0). Anti-aliased glyph edges move by a few
+    levels between font builds; a layout change moves whole blocks, which this counts.
+    """
+    if len(a) != len(b) or any(len(x) != len(y) for x, y in zip(a, b, strict=True)):
+        return 1.0
+    total = sum(len(row) for row in a)
+    differing = sum(
+        1
+        for row_a, row_b in zip(a, b, strict=True)
+        for pa, pb in zip(row_a, row_b, strict=True)
+        if pa != pb and max(abs(pa[0] - pb[0]), abs(pa[1] - pb[1]), abs(pa[2] - pb[2])) > channel_tolerance
+    )
+    return differing / total if total else 0.0
