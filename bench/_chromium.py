@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 CHROMIUM = "/usr/bin/chromium"
+# Headless, and nothing that talks to the network or changes between runs (the browser test too).
 FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -27,7 +28,7 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
     "--hide-scrollbars",
-    "--window-size=1200,900",
+    "--force-device-scale-factor=1",
 ]
 TIMING = (
     "JSON.stringify((e => ({load: e.loadEventEnd, dom: e.domContentLoadedEventEnd,"
@@ -52,7 +53,14 @@ class DevToolsPipe:
             os.dup2(write_end, 4)
 
         self.proc = subprocess.Popen(
-            [CHROMIUM, *FLAGS, f"--user-data-dir={self.profile}", "--remote-debugging-pipe", "about:blank"],
+            [
+                CHROMIUM,
+                *FLAGS,
+                "--window-size=1200,900",
+                f"--user-data-dir={self.profile}",
+                "--remote-debugging-pipe",
+                "about:blank",
+            ],  # fmt: skip
             preexec_fn=fds,
             close_fds=False,
             stdout=subprocess.DEVNULL,
