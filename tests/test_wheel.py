@@ -118,7 +118,8 @@ def installed(dists: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
     venv.create(env_dir, with_pip=False)
     python = env_dir / "bin" / "python"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--python", str(python)]
-    run([*pip, "install", "--no-deps", "--no-index", str(wheel)], cwd=env_dir)
+    # clean_env: with the source tree on PYTHONPATH pip would see its egg-info and install nothing.
+    run([*pip, "install", "--no-deps", "--no-index", str(wheel)], cwd=env_dir, env=clean_env())
     # Only now, so pip above saw an empty environment rather than this one's editable canary.
     where = "import sysconfig; print(sysconfig.get_path('purelib'))"
     site = Path(run([str(python), "-c", where], env_dir).stdout.strip())
