@@ -16,6 +16,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -50,6 +51,32 @@ async def targets(conn: AsyncConnection) -> dict[int, tuple[str, str]]:
 
 def _wanted(metric: str, spec: DetectionSpec) -> bool:
     return metric == AVAILABILITY or any(fnmatchcase(metric, g) for g in spec.metrics)
+
+
+# Each (cell, metric)'s observations as comma-separated columns, oldest first: thousands of rows
+# of text instead of a million rows of values, parsed by numpy. A pass is numbered by its rank
+# among the window's pass ids: the detector only compares neighbours' numbers.
+_ORDER = "ORDER BY at, probe_pk, pass_id"
+STREAM_ARRAYS = f"""
+SELECT target_id, metric,
+       string_agg(extract(epoch FROM at)::text, ',' {_ORDER}) AS at,
+       string_agg(probe_pk::text, ',' {_ORDER}) AS probe,
+       string_agg(n::text, ',' {_ORDER}) AS n,
+       string_agg(failures::text, ',' {_ORDER}) AS failures,
+       string_agg(pass::text, ',' {_ORDER}) AS passes
+FROM (SELECT *, dense_rank() OVER (ORDER BY pass_id) AS pass FROM observations
+      WHERE at > :start AND at <= :now) o
+GROUP BY target_id, metric
+ORDER BY target_id, metric
+"""
+
+
+def _floats(text: str) -> npt.NDArray[np.float64]:
+    return np.fromstring(text, dtype=np.float64, sep=",")
+
+
+def _ints(text: str) -> npt.NDArray[np.int64]:
+    return np.fromstring(text, dtype=np.int64, sep=",")
 
 
 def _hour(t: datetime) -> datetime:
@@ -106,30 +133,22 @@ async def streams(
     baselines: dict[Key, dict[int, Counts]] = defaultdict(dict)
     for row in (await conn.execute(totals(base_start, start, by_probe=True))).all():
         baselines[(row.target_id, row.metric)][row.probe_pk] = Counts(int(row.failing), int(row.observations))
-    query = sa.select(
-        OBS.c.target_id, OBS.c.metric, OBS.c.probe_pk, OBS.c.pass_id, OBS.c.n, OBS.c.failures, OBS.c.at
-    )
-    rows = (await conn.execute(query.where(OBS.c.at > start, OBS.c.at <= now))).all()
-    grouped: dict[Key, list[Any]] = defaultdict(list)
-    for row in rows:
-        if row.target_id in names and _wanted(row.metric, spec):
-            grouped[(row.target_id, row.metric)].append(row)
     out = []
-    for (tid, metric), group in sorted(grouped.items()):
-        group.sort(key=lambda r: (r.at, r.probe_pk))
-        passes: dict[Any, int] = {}
-        batch = np.array([passes.setdefault(r.pass_id, len(passes)) for r in group], dtype=np.int64)
+    for row in (await conn.execute(sa.text(STREAM_ARRAYS), {"start": start, "now": now})).all():
+        tid, metric = row.target_id, row.metric
+        if tid not in names or not _wanted(metric, spec):
+            continue
         out.append(
             Stream(
                 tid,
                 names[tid][0],
                 metric,
-                np.array([r.at.timestamp() for r in group]),
-                np.array([r.probe_pk for r in group], dtype=np.int64),
-                np.array([r.n for r in group], dtype=np.int64),
-                np.array([r.failures for r in group], dtype=np.int64),
+                _floats(row.at),
+                _ints(row.probe),
+                _ints(row.n),
+                _ints(row.failures),
                 baselines.get((tid, metric), {}),
-                batch,
+                _ints(row.passes),
             )
         )
     return out

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 AVAILABILITY = "availability"  # the metric name of request errors (timeouts, 5xx, refused, bad bodies)
 PASS_SPAN = timedelta(minutes=15)  # a pass's runs all start within this of its first
-ID_MARGIN = 10_000  # ids that transactions open at the last refresh may still have committed
+ID_MARGIN = 2_000  # ids that transactions open at the last refresh may still have committed
 CHUNK = timedelta(hours=6)  # one transaction per chunk: a backfill of weeks never holds one open
 PROGRESS = "observations"
 LOCK = "SELECT pg_advisory_lock(hashtext('canary.observations'))"
