@@ -222,12 +222,14 @@ SELECT md5(t.id || ':' || g)::uuid, t.id, p.id, :start + make_interval(secs => g
        CASE WHEN (t.id + g) % 97 = 0 THEN 'error' ELSE 'ok' END, 20 + (g % 7), 'pool',
        'The capital of France is Paris.'
 FROM generate_series(:g0, :g1 - 1) g CROSS JOIN targets t CROSS JOIN probes p
+ORDER BY g, t.id, p.id
 """
 BIG_SCORES = """
 INSERT INTO scores (run_id, target_id, probe_pk, metric, passed, created_at)
 SELECT r.id, r.target_id, r.probe_pk, m, random() > 0.02, r.started_at
 FROM runs r CROSS JOIN unnest(CAST(:metrics AS text[])) m
 WHERE r.started_at >= :lo AND r.started_at < :hi AND r.status = 'ok'
+ORDER BY r.id
 """
 
 
@@ -380,7 +382,8 @@ def main() -> None:
     if big:
         print(
             f"{big['big_runs']:,} runs, {big['big_scores']:,} scores: first detection round (backfills the"
-            f" observations) {big['detection_first_round_s']:.1f} s, then {big['detection_rounds_s']} s per round"
+            f" observations) {big['detection_first_round_s']:.1f} s, then {big['detection_rounds_s']} s"
+            " per round"
             f" over {BIG_CELLS} cells; {big['big_bytes_per_run']:.0f} B/run; dropping the oldest day"
             f" ({len(big['partitions_dropped'])} partitions) {big['partition_drop_s'] * 1000:.1f} ms"
         )

@@ -45,6 +45,9 @@ class Counts:
     def __add__(self, other: Counts) -> Counts:
         return Counts(self.failures + other.failures, self.n + other.n)
 
+    def __sub__(self, other: Counts) -> Counts:
+        return Counts(self.failures - other.failures, self.n - other.n)
+
 
 @dataclass(frozen=True)
 class Candidate:

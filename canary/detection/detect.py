@@ -79,12 +79,22 @@ async def _peers(
             by_model[(names[tid][1], metric)].append(tid)
     out = []
     for (_, metric), cells in sorted(by_model.items()):
+        # The model's totals once, less each cell's own: summing every peer for every cell is
+        # quadratic in the model's cells (a million additions at 1,000 cells).
+        total: dict[int, Counts] = defaultdict(Counts)
+        for p in cells:
+            for probe, c in counts[(p, metric)].items():
+                total[probe] = total[probe] + c
         for tid in cells:
             peers = [p for p in cells if p != tid]
-            pooled: dict[int, Counts] = defaultdict(Counts)
-            for p in peers:
-                for probe, c in counts[(p, metric)].items():
-                    pooled[probe] = pooled[probe] + c
+            own = counts[(tid, metric)]
+            pooled = {
+                probe: Counts(
+                    c.failures - own.get(probe, Counts()).failures, c.n - own.get(probe, Counts()).n
+                )
+                for probe, c in total.items()
+            }
+            pooled = {probe: c for probe, c in pooled.items() if c.n > 0}
             found = peer_candidate(
                 tid, names[tid][0], metric, counts[(tid, metric)], pooled,
                 sorted(names[p][0] for p in peers), spec, tests.get(tid, 1),
