@@ -10,6 +10,7 @@ import click
 
 from canary import __version__
 from canary.cli.alerts import alerts_group
+from canary.cli.compare import compare_command
 from canary.cli.dashboards import dashboards_group
 from canary.cli.db import db
 from canary.cli.demo import demo
@@ -29,6 +30,7 @@ def main() -> None:
 
 for command in (
     run,
+    compare_command,
     db,
     demo,
     detect_command,

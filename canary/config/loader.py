@@ -32,6 +32,9 @@ from canary.errors import ConfigError
 ProviderKind = Literal["openai-chat", "openai-completions", "anthropic", "bedrock", "vertex"]
 # The body shape a cloud platform target speaks; None picks one from model_id (resolved_api_format).
 ApiFormat = Literal["anthropic", "converse", "gemini"]
+EquivalenceTest = Literal["forced", "greedy", "sampled"]
+PROMPT_LOGPROB_PROVIDERS = ("openai-completions",)
+"""Providers whose servers return prompt log-probabilities (``echo`` + ``logprobs``), so ``forced`` works."""
 API_FORMATS: dict[str, tuple[str, ...]] = {
     "bedrock": ("anthropic", "converse"),
     "vertex": ("anthropic", "gemini"),
@@ -63,6 +66,8 @@ class TargetSpec(BaseModel):
     project: str | None = None
     sessions: int = Field(default=0, ge=0, le=1024)
     api_format: ApiFormat | None = None
+    # Which equivalence tests the cell supports (`canary compare`); default: by provider.
+    equivalence: tuple[EquivalenceTest, ...] | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -90,6 +95,24 @@ class TargetSpec(BaseModel):
                 choices = " or ".join(repr(a) for a in allowed)
                 raise ValueError(f"'api_format' for provider '{self.provider}' must be {choices}")
         return self
+
+    @model_validator(mode="after")
+    def _equivalence_supported(self) -> TargetSpec:
+        if self.equivalence is not None and "forced" in self.equivalence:
+            if self.provider not in PROMPT_LOGPROB_PROVIDERS:
+                raise ValueError(
+                    f"equivalence test 'forced' needs prompt log-probabilities, which provider "
+                    f"'{self.provider}' does not return (use {', '.join(PROMPT_LOGPROB_PROVIDERS)})"
+                )
+        return self
+
+    def equivalence_tests(self) -> tuple[EquivalenceTest, ...]:
+        """The configured ``equivalence`` tests, else every test the provider supports."""
+        if self.equivalence is not None:
+            return self.equivalence
+        if self.provider in PROMPT_LOGPROB_PROVIDERS:
+            return ("forced", "greedy", "sampled")
+        return ("greedy", "sampled")
 
     def resolved_api_format(self) -> ApiFormat:
         """The configured ``api_format``, else one chosen from ``model_id``.

@@ -231,6 +231,34 @@ class SyntheticModel:
         if faults.perturb is not None:
             out += faults.perturb.noise(plan.seed, pos, len(out))
 
+    def teacher_forced(self, plan: AnswerPlan, faults: RowFaults) -> np.ndarray:
+        """The logits at every position of the answer, the answer itself as the context: ``[L, vocab]``.
+
+        What :meth:`logits` gives row by row with ``step = pos`` (a test holds them equal), in
+        one pass of array operations: scoring a text is one forward pass, not a decode loop.
+        Rows with a confused or corrupt step are redone by :meth:`logits` in order, so the
+        request's random draws are the same.
+        """
+        length = len(plan.ref) - 1
+        out = np.repeat(self.background[None, :], length, axis=0)
+        margin, gaps = plan.margin[:length], plan.alt_gap[:length]
+        if faults.degrade > 0.0:
+            shrink = 1.0 - 0.6 * faults.degrade
+            margin, gaps = margin * shrink, gaps * shrink
+        perturb = faults.perturb
+        if perturb is not None:
+            factor = np.array([perturb.shrink(j) for j in range(length)], dtype=np.float32)
+            margin, gaps = margin * factor, gaps * factor[:, None]
+        top = self.tail_lse + margin
+        rows = np.arange(length)
+        out[rows[:, None], plan.alts[:length]] = top[:, None] - gaps
+        out[rows, plan.ref[:length]] = top
+        if perturb is not None:
+            out += np.stack([perturb.noise(plan.seed, j, out.shape[1]) for j in range(length)])
+        for j in sorted((faults.confused_steps | faults.corrupt_steps) & set(range(length))):
+            self.logits(plan, j, j, faults, out[j])
+        return out
+
     def is_inserted(self, plan: AnswerPlan, token: int) -> bool:
         """Corrupt tokens are insertions: the answer resumes where it was."""
         return bool(np.any(plan.corrupt_pool == token))

@@ -21,6 +21,7 @@ weights give the same wrong logits every time:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from dataclasses import dataclass
@@ -33,7 +34,8 @@ KV_POSITIONS = 256
 KV_CAP = 2.0
 CONTEXT_STD = 0.4
 CONTEXT_SHRINK = 0.15
-CONTEXT_POSITIONS = 512
+CONTEXT_POSITIONS = 64
+NOISE_ROWS = 1024
 
 
 def pool_key(*parts: str) -> int:
@@ -68,7 +70,18 @@ class Perturbation:
         return 1.0 - CONTEXT_SHRINK * self.context * min(1.0, (self.offset + pos + 1) / CONTEXT_POSITIONS)
 
     def noise(self, context_seed: int, pos: int, size: int) -> np.ndarray:
-        """The perturbation of every logit at ``pos`` of the context ``context_seed`` (fixed by both)."""
-        std = self.std(pos)
-        rng = np.random.default_rng([self.key, context_seed & 0xFFFFFFFFFFFFFFFF, self.offset + pos])
-        return (rng.standard_normal(size, dtype=np.float32) * np.float32(std)).astype(np.float32)
+        """The perturbation of every logit at ``pos`` of the context ``context_seed`` (fixed by both).
+
+        A row of the pool's fixed noise table, picked by a hash of the context and position:
+        seeding a generator per step costs more than the rest of the step.
+        """
+        table = _noise_table(self.key, size)
+        row = pool_key(str(context_seed), str(self.offset + pos)) % NOISE_ROWS
+        noise: np.ndarray = table[row] * np.float32(self.std(pos))
+        return noise
+
+
+@functools.lru_cache(maxsize=16)
+def _noise_table(key: int, size: int) -> np.ndarray:
+    """``NOISE_ROWS`` x ``size`` standard normals fixed by the pool's key."""
+    return np.random.default_rng(key).standard_normal((NOISE_ROWS, size), dtype=np.float32)

@@ -37,6 +37,7 @@ class ProbeRequest:
     top_logprobs: int = 0
     session_key: str | None = None
     stop: tuple[str, ...] = ()
+    echo: bool = False  # legacy completions: score the prompt itself (prompt log-probabilities)
 
     @property
     def chat_messages(self) -> tuple[Message, ...]:

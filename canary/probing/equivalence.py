@@ -22,15 +22,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from canary.config.loader import EquivalenceTest
 from canary.config.validation import read_toml, validate
 from canary.errors import ConfigError
 from canary.resources import shipped
 
-EquivalenceTest = Literal["forced", "greedy", "sampled"]
 EQUIVALENCE_TESTS: tuple[EquivalenceTest, ...] = ("forced", "greedy", "sampled")
 _ID = r"^[a-z0-9][a-z0-9_.-]*$"
 

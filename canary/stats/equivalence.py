@@ -61,13 +61,22 @@ def verdict_of(p_value: float, ci_high: float, tolerance: float, alpha: float) -
     return "inconclusive"
 
 
+def column_median(matrix: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """``np.median(matrix, axis=0)`` by one sort: for a handful of peers, several times faster."""
+    ordered = np.sort(matrix, axis=0)
+    half = ordered.shape[0] // 2
+    if ordered.shape[0] % 2:
+        return np.asarray(ordered[half], dtype=np.float64)
+    return np.asarray((ordered[half - 1] + ordered[half]) / 2.0, dtype=np.float64)
+
+
 def peer_spread(peers: npt.ArrayLike) -> float:
     """Median over peers of each one's mean absolute deviation from the others' median (0 for one peer)."""
     matrix = np.atleast_2d(np.asarray(peers, dtype=np.float64))
     if matrix.shape[0] < 2:
         return 0.0
     deviations = [
-        float(np.abs(matrix[i] - np.median(np.delete(matrix, i, 0), axis=0)).mean())
+        float(np.abs(matrix[i] - column_median(np.delete(matrix, i, 0))).mean())
         for i in range(matrix.shape[0])
     ]
     return float(np.median(deviations))
@@ -92,7 +101,7 @@ def forced_comparison(
         return Comparison(
             "forced_logprob_deviation", math.nan, math.nan, math.nan, 1.0, tolerance, n, "inconclusive"
         )
-    deviation = np.abs(x - np.median(matrix, axis=0))
+    deviation = np.abs(x - column_median(matrix))
     mean = float(deviation.mean())
     se = float(deviation.std(ddof=1)) / math.sqrt(n)
     quantile = float(sps.t.ppf(1.0 - alpha, n - 1))

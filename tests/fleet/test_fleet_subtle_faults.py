@@ -89,7 +89,7 @@ def test_kv_quant_and_context_config_grow_with_position_and_quantize_does_not() 
     kv = Perturbation(key=1, kv_quant=1.0)
     assert kv.std(1000) > 3 * kv.std(10)
     context = Perturbation(key=1, context=1.0)
-    assert context.std(400) > 10 * context.std(10) and context.shrink(400) < context.shrink(10) < 1.0
+    assert context.std(100) > 10 * context.std(2) and context.shrink(100) < context.shrink(2) < 1.0
     quantize = Perturbation(key=1, quantize=1.0)
     assert quantize.std(1000) == quantize.std(0) and quantize.shrink(1000) == 1.0
     same = quantize.noise(7, 3, 16), quantize.noise(7, 3, 16)
@@ -101,3 +101,26 @@ def test_context_config_applies_to_the_long_context_pool_it_names(fleet: Running
     found = deviations(fleet)
     assert found["first-party/long-context"] > 0.002
     assert found["first-party/short-context"] < 0.002
+
+
+def test_teacher_forced_logits_are_the_decoding_logits_row_by_row() -> None:
+    from canary.fleet.config import default_fleet_config
+    from canary.fleet.model import AnswerBook, RowFaults, SyntheticModel
+    from canary.fleet.vocab import build_vocabulary
+
+    equivalence = load_equivalence()
+    book = AnswerBook(None, equivalence)
+    model = SyntheticModel(default_fleet_config().models[0], build_vocabulary(book.texts()))
+    plan = model.plan(book.forced[equivalence.forced[0].text][0])
+    perturb = Perturbation(key=3, quantize=0.5, kv_quant=0.5, context=0.5, offset=9)
+    for faults in (
+        lambda: RowFaults(rng=np.random.default_rng(1), perturb=perturb, degrade=0.3),
+        lambda: RowFaults(
+            rng=np.random.default_rng(1), corrupt_steps=frozenset({2, 5}), confused_steps=frozenset({3})
+        ),
+    ):
+        whole = model.teacher_forced(plan, faults())
+        by_row, row_faults = np.empty_like(whole), faults()
+        for j in range(len(whole)):
+            model.logits(plan, j, j, row_faults, by_row[j])
+        assert np.array_equal(whole, by_row)

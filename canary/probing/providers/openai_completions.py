@@ -1,6 +1,13 @@
 """OpenAI-compatible legacy completions, for base models (vLLM, SGLang, TGI, llama.cpp).
 
 ``base_url`` ends in ``/v1``; the request goes to ``{base_url}/completions``.
+
+With ``echo`` (teacher-forced scoring) the body asks for ``echo`` and ``logprobs``, and the
+answer's tokens begin with the prompt's own, the first without a logprob (read as 0.0). This is
+the OpenAI shape vLLM and the llama.cpp server implement. The servers' native variants, which a
+provider of their own could use: vLLM's ``prompt_logprobs: n`` (a list per prompt token, the
+first None), SGLang's ``return_logprob`` with ``logprob_start_len: 0`` (``input_token_logprobs``
+in ``meta_info``), TGI's ``decoder_input_details: true`` (``details.prefill``).
 """
 
 from __future__ import annotations
@@ -52,8 +59,10 @@ class OpenAICompletionsProvider(Provider):
         if prompt is None:  # a chat-only probe sent to a base model: plain concatenation
             prompt = "\n\n".join(m.content for m in request.messages) + "\n\n"
         body = {"model": target.spec.model_id, "prompt": prompt, **sampling_fields(request)}
-        if request.logprobs:
+        if request.logprobs or request.echo:
             body["logprobs"] = max(1, request.top_logprobs)
+        if request.echo:
+            body["echo"] = True
         return body
 
     def parse(self, data: Any, completion: Completion) -> None:

@@ -1,0 +1,93 @@
+"""``canary compare``'s judgement: each cell's evidence against its peers', test by test (pure).
+
+The evidence comes in plain mappings (see :mod:`canary.probing.audit`): forced log-probabilities
+per (probe, round), temperature-0 texts per probe, sampled texts per probe. Each test compares
+the cell with its peers on what they all answered:
+
+- ``forced``: the (probe, round) keys every one of them scored with the same number of tokens
+  (a different token count means a different tokenizer: a different model, reported as such);
+- ``greedy``: the prompts the cell and at least two peers answered;
+- ``sampled``: the cell's samples against the peers' pooled, prompt by prompt (MMD).
+
+``alpha`` is the level of the whole table: each test runs at ``alpha / tests`` (Bonferroni).
+A cell is ``different`` when any test says so, ``equivalent`` when at least one does and none
+says different, else ``inconclusive``; the table's exit code follows (1 / 0 / 2).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from canary.stats.agreement import greedy_comparison
+from canary.stats.equivalence import Comparison, Verdict, forced_comparison
+from canary.stats.mmd import mmd_test
+
+Forced = Mapping[tuple[str, int], Sequence[float]]
+Texts = Mapping[str, Sequence[str]]
+
+
+def _inconclusive(statistic: str, n: int = 0) -> Comparison:
+    return Comparison(statistic, math.nan, math.nan, math.nan, 1.0, math.nan, n, "inconclusive")
+
+
+def compare_forced(cell: Forced, peers: Sequence[Forced], alpha: float) -> Comparison:
+    keys = [k for k in cell if peers and all(k in p for p in peers)]
+    same = [k for k in keys if all(len(p[k]) == len(cell[k]) for p in peers)]
+    if keys and not same:
+        # Every shared text was cut into tokens differently: not the same tokenizer, not the same model.
+        return Comparison("forced_token_count", 1.0, 1.0, 1.0, 0.0, 0.0, len(keys), "different")
+    if not same:
+        return _inconclusive("forced_logprob_deviation")
+    x = np.concatenate([np.asarray(cell[k], dtype=np.float64) for k in same])
+    matrix = np.stack([np.concatenate([np.asarray(p[k], dtype=np.float64) for k in same]) for p in peers])
+    return forced_comparison(x, matrix, alpha=alpha)
+
+
+def compare_greedy(cell: Texts, peers: Sequence[Texts], alpha: float) -> Comparison:
+    prompts = [k for k in cell if sum(k in p for p in peers) >= 2]
+    if not prompts:
+        return _inconclusive("greedy_divergence")
+    mine = {k: list(cell[k]) for k in prompts}
+    theirs = {k: [list(p[k]) for p in peers if k in p] for k in prompts}
+    return greedy_comparison(mine, theirs, alpha=alpha)[0]
+
+
+def compare_sampled(
+    cell: Texts, peers: Sequence[Texts], alpha: float, rng: np.random.Generator
+) -> Comparison:
+    prompts = sorted(k for k in cell if any(k in p for p in peers))
+    a = [(i, t) for i, k in enumerate(prompts) for t in cell[k]]
+    b = [(i, t) for i, k in enumerate(prompts) for p in peers for t in p.get(k, ())]
+    if len(a) < 2 or len(b) < 2:
+        return _inconclusive("mmd_hamming", len(a))
+    permutations = max(4000, int(math.ceil(2.0 / alpha)))
+    result = mmd_test(a, b, rng, permutations=permutations, alpha=alpha)
+    verdict: Verdict = "different" if result.p_value < alpha else "inconclusive"
+    # MMD has no tolerance of its own: the column shows the permutation null's critical value.
+    return Comparison(
+        "mmd_hamming",
+        result.statistic,
+        math.nan,
+        math.nan,
+        result.p_value,
+        result.null_quantile,
+        len(a),
+        verdict,
+    )
+
+
+def cell_verdict(comparisons: Sequence[Comparison]) -> Verdict:
+    verdicts = {c.verdict for c in comparisons}
+    if "different" in verdicts:
+        return "different"
+    return "equivalent" if "equivalent" in verdicts else "inconclusive"
+
+
+def exit_code(verdicts: Sequence[Verdict]) -> int:
+    """1 when any cell is different, 0 when every cell is equivalent, 2 otherwise (not enough evidence)."""
+    if "different" in verdicts:
+        return 1
+    return 0 if verdicts and all(v == "equivalent" for v in verdicts) else 2
