@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import anyio
 import httpx
 
 from canary.config.loader import Target
+from canary.scoring.determinism import RECENT_QUORUM, reestablished
 
 MAX_RETRY_AFTER_S = 300.0  # a server asking for longer is not trusted beyond this
 
@@ -111,6 +113,27 @@ class Registry:
     probes: dict[tuple[str, str], int] = field(default_factory=dict)  # (probe id, version) -> row id
     references: dict[tuple[int, int], str] = field(default_factory=dict)  # (target id, probe row) -> text
     references_loaded: set[int] = field(default_factory=set)  # target ids
+    recent: dict[tuple[int, int], deque[str]] = field(default_factory=dict)  # latest temperature-0 answers
+
+    def renew_reference(self, target_id: int, probe_pk: int, text: str) -> bool:
+        """Record a temperature-0 answer; True when it (re-)establishes the cell's reference.
+
+        See :func:`canary.scoring.determinism.reestablished`: the first answer, or the cell's
+        recent answers agreeing on a new text that the same model's peers do not contradict.
+        """
+        recent = self.recent.setdefault((target_id, probe_pk), deque(maxlen=RECENT_QUORUM))
+        recent.append(text)
+        stored = self.references.get((target_id, probe_pk))
+        peers: list[str] = []
+        if stored is not None and recent.count(text) == len(recent) == RECENT_QUORUM and text != stored:
+            model = next((t.spec.model for t, i in self.targets.values() if i == target_id), None)
+            peer_ids = [i for t, i in self.targets.values() if t.spec.model == model and i != target_id]
+            peers = [self.references[(i, probe_pk)] for i in peer_ids if (i, probe_pk) in self.references]
+        renewed = reestablished(stored, list(recent), peers)
+        if renewed is None:
+            return False
+        self.references[(target_id, probe_pk)] = renewed
+        return True
 
     def unsynced_targets(self, targets: Sequence[Target]) -> list[Target]:
         return [t for t in targets if self.targets.get(t.cell, (None, 0))[0] != t]

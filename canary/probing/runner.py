@@ -258,7 +258,8 @@ class PassRunner:
     ) -> RunResult:
         """Send one request within the cell's limits, score it and return its run.
 
-        The first temperature-0 answer a cell gives to a probe version becomes its reference.
+        The first temperature-0 answer a cell gives to a probe version becomes its reference;
+        recent answers may re-establish it (:meth:`Registry.renew_reference`).
         """
         target = cell.target
         target_id = self.cell_ids[target.cell]
@@ -291,7 +292,10 @@ class PassRunner:
                 )
                 raise
             cell.pause(completion.retry_after_s)  # before the slot frees, so no waiter slips past
-        establishes = completion.ok and reference is None and probe.spec.temperature == 0.0
+        registry = self.cells.registry  # the reference: first answer, or re-established from evidence
+        establishes = completion.ok and probe.spec.temperature == 0.0 and registry.renew_reference(
+            target_id, probe_pk, completion.text
+        )
         pool = served_pool(target, completion)
         context = ScoringContext(reference, expected_pool=target.spec.expected_pool, served_pool=pool)
         scores, failed = score_each(probe, completion, context)
@@ -303,8 +307,6 @@ class PassRunner:
             detail = "; ".join(f"{name}: {error}" for name, error in failed.items())
             completion.error = redact_configured(f"scoring failed: {detail}")[:ERROR_SNIPPET_CHARS]
             self.scoring_errors.setdefault(target.cell, Counter()).update(failed.keys())
-        if establishes:
-            self.references[(target_id, probe_pk)] = completion.text
         return RunResult(
             pass_id=self.pass_id,
             target_id=target_id,

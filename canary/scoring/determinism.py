@@ -2,8 +2,11 @@
 
 The first successful temperature-0 answer a cell gives for a probe version becomes its
 reference (the runner stores it and passes it back as ``ScoringContext.reference_text``); with
-no reference yet the run passes and says it established one. Later runs report whether the
-text equals the reference, the fraction of the reference they agree with, and where they first
+no reference yet the run passes and says it established one. The reference is not frozen: when
+the cell's recent answers agree with each other and not with it, it is re-established from that
+evidence, unless the same model's other cells agree on another text (:func:`reestablished`), so
+a reference taken during an incident does not fail the probe forever. Later runs report whether
+the text equals the reference, the fraction of the reference they agree with, and where they first
 diverge (character offset and, when tokens were returned, token index).
 
 Without batch-invariant kernels some temperature-0 nondeterminism is normal, so this scorer
@@ -14,6 +17,7 @@ the mean of these Bernoulli outcomes (see :func:`pass_agreement`).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -72,6 +76,35 @@ def token_at(tokens: Sequence[TokenLogprob], offset: int) -> int | None:
         if position > offset:
             return index
     return len(tokens) if tokens else None
+
+
+RECENT_QUORUM = 3
+"""Identical recent answers that outweigh a stored reference."""
+
+
+def reestablished(
+    stored: str | None, recent: Sequence[str], peers: Sequence[str], quorum: int = RECENT_QUORUM
+) -> str | None:
+    """The text the cell should hold as its reference from now on, or None to keep ``stored``.
+
+    1. Nothing stored: the newest answer establishes the reference.
+    2. The last ``quorum`` answers are identical and differ from ``stored``: the cell's recent
+       history has moved away from its reference.
+    3. Where the peers' references (the same model and probe version on other cells) have a
+       majority text, the reference moves only to that text: a cell stuck in an incident on a
+       consistent wrong answer never makes it its reference while its peers say otherwise;
+       without a peer majority the cell's own recent history decides.
+    """
+    if stored is None:
+        return recent[-1] if recent else None
+    if len(recent) < quorum or len(set(recent[-quorum:])) != 1 or recent[-1] == stored:
+        return None
+    candidate = recent[-1]
+    if peers:
+        text, count = Counter(peers).most_common(1)[0]
+        if count > len(peers) / 2 and text != candidate:
+            return None
+    return candidate
 
 
 def pass_agreement(texts: Sequence[str], reference: str | None = None) -> float:

@@ -177,11 +177,30 @@ async def write_results(conn: AsyncConnection, results: Sequence[RunResult]) -> 
     ]
     if score_rows:
         await conn.execute(sa.insert(ScoreRow), score_rows)
-    references = [
-        {"target_id": r.target_id, "probe_pk": r.probe_pk, "run_id": run_id, "output_text": r.completion.text}
-        for run_id, r in zip(run_ids, results, strict=True)
-        if r.establishes_reference
-    ]
+    # One row per cell and probe (the newest): one INSERT may not update a row twice.
+    references = list(
+        {
+            (r.target_id, r.probe_pk): {
+                "target_id": r.target_id,
+                "probe_pk": r.probe_pk,
+                "run_id": run_id,
+                "output_text": r.completion.text,
+            }
+            for run_id, r in zip(run_ids, results, strict=True)
+            if r.establishes_reference
+        }.values()
+    )
     if references:
-        await conn.execute(pg_insert(ReferenceOutputRow).values(references).on_conflict_do_nothing())
+        # A re-established reference replaces the stored one (never the first answer kept forever).
+        insert = pg_insert(ReferenceOutputRow).values(references)
+        await conn.execute(
+            insert.on_conflict_do_update(
+                index_elements=[ReferenceOutputRow.target_id, ReferenceOutputRow.probe_pk],
+                set_={
+                    "run_id": insert.excluded.run_id,
+                    "output_text": insert.excluded.output_text,
+                    "created_at": sa.func.now(),
+                },
+            )
+        )
     return run_ids

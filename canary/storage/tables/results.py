@@ -122,7 +122,8 @@ class ScoreRow(Base):
 
 
 class ReferenceOutputRow(Base):
-    """A cell's reference answer for one probe version: its first successful output.
+    """A cell's reference answer for one probe version: its first successful output, replaced when
+    re-established from evidence (see :func:`canary.scoring.determinism.reestablished`).
 
     The determinism scorer compares later temperature-0 outputs against it. It outlives the
     run's partition, so ``run_id`` is a plain number, not a foreign key.
