@@ -49,6 +49,8 @@ class ForcedProbe(BaseModel):
 
 
 class GreedyProbe(BaseModel):
+    """A prompt sent at temperature 0 (``reference_answer``: the reference fleet's answer)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str = Field(pattern=_ID)
@@ -58,16 +60,12 @@ class GreedyProbe(BaseModel):
     tags: tuple[str, ...] = ()
 
 
-class SampledProbe(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class SampledProbe(GreedyProbe):
+    """A prompt sampled ``samples`` times at ``temperature`` > 0."""
 
-    id: str = Field(pattern=_ID)
-    prompt: str = Field(min_length=1)
-    reference_answer: str = Field(min_length=1)
     temperature: float = Field(default=1.0, gt=0.0, le=2.0)
     max_tokens: int = Field(default=48, ge=1, le=4096)
     samples: int = Field(default=10, ge=2, le=200)
-    tags: tuple[str, ...] = ()
 
 
 class EquivalenceFile(BaseModel):
