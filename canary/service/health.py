@@ -55,11 +55,19 @@ def metric_severity(runs: int, failures: int, baseline_rate: float) -> int | Non
     """2 (sick), 1 (warn) or 0 (ok) for ``failures`` of ``runs`` recent scores; ``None`` without any."""
     if runs <= 0:
         return None
-    p0 = min(max(baseline_rate, P0_FLOOR), 1.0 - P0_FLOOR)
+    if failures < 2:  # neither level is reachable: skip the arithmetic (most metrics, most of the time)
+        return 0
+    p0 = (
+        P0_FLOOR
+        if baseline_rate < P0_FLOOR
+        else 1.0 - P0_FLOOR
+        if baseline_rate > 1.0 - P0_FLOOR
+        else baseline_rate
+    )
     z = (failures - runs * p0) / math.sqrt(runs * p0 * (1.0 - p0))
     if failures >= 3 and z >= 4:
         return 2
-    if failures >= 2 and z >= 2.5:
+    if z >= 2.5:
         return 1
     return 0
 

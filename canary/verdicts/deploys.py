@@ -158,9 +158,7 @@ def _per_metric(clusters: sa.Subquery, failures: str) -> sa.Select[Any]:
     observation (a cell's repeats of one probe version in one pass): repeats of a temperature-0
     probe fail together, so counting them as independent runs would overstate the evidence."""
     keys = [clusters.c.metric] if "metric" in clusters.c else []
-    return sa.select(
-        *keys, sa.func.count().filter(clusters.c[failures] > 0), sa.func.count()
-    ).group_by(*keys)
+    return sa.select(*keys, sa.func.count().filter(clusters.c[failures] > 0), sa.func.count()).group_by(*keys)
 
 
 async def collect_samples(
