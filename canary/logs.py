@@ -1,7 +1,10 @@
 """Structured logging: JSON lines when stderr is not a terminal, readable key=value when it is.
 
 Standard-library loggers (ours, uvicorn's, APScheduler's) go through the same structlog
-renderer, so every line carries a timestamp, level and logger name. Nothing logs credentials:
+renderer, so every line carries a timestamp, level and logger name. uvicorn installs plain-text
+handlers of its own unless given a ``log_config``: every server we start passes
+:data:`UVICORN_LOG_CONFIG`, which leaves its loggers handler-less and propagating to ours, and
+an access line carries its client, method, path and status as fields. Nothing logs credentials:
 request headers are never logged, and every line passes :func:`redact_event` before it is
 rendered, which removes the configured secret values and credential header values (an
 exception message quoting an upstream's echo of our request included).
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import structlog
 
@@ -27,6 +31,31 @@ def redact_event(
     return event_dict
 
 
+# uvicorn's loggers add no handlers of their own: their records reach the root handler below.
+# Incremental, because a full dictConfig closes every handler already installed in the process.
+UVICORN_LOG_CONFIG: dict[str, Any] = {
+    "version": 1,
+    "incremental": True,
+    "loggers": {name: {"propagate": True} for name in ("uvicorn", "uvicorn.error", "uvicorn.access")},
+}
+
+
+def uvicorn_access_fields(
+    logger: object, method: str, event_dict: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """A structlog processor: an access line's parts as fields (uvicorn logs them as %-args).
+
+    Other records' arguments are already in their message, so they are dropped here.
+    """
+    args = event_dict.pop("positional_args", None)
+    record = event_dict.get("_record")
+    if isinstance(record, logging.LogRecord) and record.name == "uvicorn.access":
+        if isinstance(args, tuple) and len(args) == 5:
+            client, http_method, path, _version, status = args
+            event_dict.update(client=str(client), method=str(http_method), path=str(path), status=status)
+    return event_dict
+
+
 def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
     if json is None:
         json = not sys.stderr.isatty()
@@ -39,7 +68,8 @@ def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
+        foreign_pre_chain=[*shared, uvicorn_access_fields],
+        pass_foreign_args=True,  # for uvicorn_access_fields
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -103,22 +104,27 @@ class OutboxDispatcher:
            whose alert has an older pending row for the same receiver (firing goes before
            resolved), and lease them by moving ``next_attempt_at`` forward; commit.
         3. Send the claimed rows concurrently, outside any transaction.
-        4. Record each attempt and the row's new status in its own transaction.
+        4. Record each attempt and the row's new status in its own transaction, at the moment
+           its answer came: ``now`` plus the time since the round began (a slow receiver or a
+           long batch must not date a delivery back to its claim).
         """
+        began = time.monotonic()
         claimed = await self._claim(engine, now)
         if not claimed:
             return 0
         results: dict[int, DeliveryResult] = {}
+        answered: dict[int, float] = {}  # delivery id -> monotonic time its answer came
         client = self.client or httpx.AsyncClient()
         try:
             async with anyio.create_task_group() as tg:
                 for c in claimed:
-                    tg.start_soon(self._send, c, client, results)
+                    tg.start_soon(self._send, c, client, results, answered)
         finally:
             if self.client is None:
                 await client.aclose()
         for c in claimed:
-            await self._record(engine, c, results[c.id], now)
+            at = now + timedelta(seconds=answered[c.id] - began)
+            await self._record(engine, c, results[c.id], at)
         return len(claimed)
 
     async def _claim(self, engine: AsyncEngine, now: datetime) -> list[Claimed]:
@@ -160,15 +166,24 @@ class OutboxDispatcher:
             )
             return sorted((Claimed(*r) for r in rows.all()), key=lambda c: c.id)
 
-    async def _send(self, c: Claimed, client: httpx.AsyncClient, out: dict[int, DeliveryResult]) -> None:
+    async def _send(
+        self,
+        c: Claimed,
+        client: httpx.AsyncClient,
+        out: dict[int, DeliveryResult],
+        answered: dict[int, float],
+    ) -> None:
         receiver = self.receivers.get(c.receiver)
         if receiver is None:  # removed from the config since the alert fired: retrying cannot help
             out[c.id] = DeliveryResult(False, None, f"receiver '{c.receiver}' is not configured", True)
-            return
-        out[c.id] = await receiver.send(c.payload, client)
+        else:
+            out[c.id] = await receiver.send(c.payload, client)
+        answered[c.id] = time.monotonic()
 
     async def _record(self, engine: AsyncEngine, c: Claimed, r: DeliveryResult, now: datetime) -> None:
-        """Store the attempt and move the row on: delivered, failed (permanent), retry, or gave up."""
+        """Store the attempt and move the row on: delivered, failed (permanent), retry, or gave up.
+
+        ``now`` is when the attempt's answer came (or it failed)."""
         values: dict[str, Any] = {"last_error": r.error}
         if r.ok:
             values |= {"status": "delivered", "delivered_at": now}

@@ -47,6 +47,7 @@ def fleet_command(
     from canary.fleet.config import default_fleet_config, fleet_targets, load_fleet_config
     from canary.fleet.scenario import ScenarioClock, ScenarioRunner, load_scenario
     from canary.fleet.server import Fleet, build_app
+    from canary.logs import UVICORN_LOG_CONFIG
 
     try:
         config = load_fleet_config(config_path) if config_path else default_fleet_config()
@@ -73,7 +74,14 @@ def fleet_command(
         fleet.scenario.start()
         click.echo(f"scenario '{fleet.scenario.scenario.name}' running", err=True)
     try:
-        uvicorn.run(build_app(fleet), host=host, port=port, log_level="warning", lifespan="off")
+        uvicorn.run(
+            build_app(fleet),
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            log_config=UVICORN_LOG_CONFIG,
+        )
     finally:
         if fleet.scenario is not None:
             fleet.scenario.stop()

@@ -19,6 +19,7 @@ import uvicorn
 from canary.fleet.config import FaultSpec, FleetConfig
 from canary.fleet.scenario import Clock, Scenario, ScenarioClock, ScenarioRunner
 from canary.fleet.server import Fleet, build_app
+from canary.logs import UVICORN_LOG_CONFIG
 from canary.probing.catalog import Catalog
 
 STARTUP_TIMEOUT_S = 30.0
@@ -98,7 +99,13 @@ def run_fleet_in_thread(
     if warm_up:
         fleet.engine.warm_up()
     uv_config = uvicorn.Config(
-        build_app(fleet), host=host, port=port, log_level="warning", access_log=False, lifespan="off"
+        build_app(fleet),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        log_config=UVICORN_LOG_CONFIG,
     )
     server = uvicorn.Server(uv_config)
     thread = threading.Thread(target=server.run, name="fleet-http", daemon=True)

@@ -26,6 +26,7 @@ from sqlalchemy.pool import NullPool
 
 from canary.config.loader import Config
 from canary.config.sections import ServiceSpec
+from canary.logs import UVICORN_LOG_CONFIG
 from canary.probing.catalog import Catalog
 from canary.probing.cells import CellPool
 from canary.probing.scheduler import ProbeScheduler, Shard, plan_jobs
@@ -286,7 +287,13 @@ class Service:
                     deploys_changed=lambda: self.refresh(engine),
                 )
                 server = _Server(
-                    uvicorn.Config(create_app(ctx), log_level="warning", access_log=False, lifespan="off")
+                    uvicorn.Config(
+                        create_app(ctx),
+                        log_level="warning",
+                        access_log=False,
+                        lifespan="off",
+                        log_config=UVICORN_LOG_CONFIG,
+                    )
                 )
                 tg.start_soon(server.serve_until_exit, [self.sock])
                 self.scheduler.start()

@@ -117,6 +117,23 @@ async def test_firing_is_notified_once_then_resolved_after_recovery(engine: Asyn
 
 
 @pytestmark_db
+async def test_delivered_at_is_when_the_receiver_answered_not_when_the_row_was_claimed(
+    engine: AsyncEngine,
+) -> None:
+    async with engine.begin() as conn:
+        tid = (await add_cells(conn, ["m/p1/a"]))["m/p1/a"]
+    with running_sink(delay_s=0.6) as sink:
+        spec = spec_for(sink.url, timeout_s=5)
+        await evaluate_alerts(engine, [make_finding(tid, "m/p1/a")], spec, NOW)
+        assert await make_dispatcher(spec).dispatch_once(engine, NOW) == 1
+    async with engine.connect() as conn:
+        delivered = await conn.scalar(sa.select(AlertDeliveryRow.delivered_at))
+        attempt = await conn.scalar(sa.select(DeliveryAttemptRow.at))
+    assert delivered is not None and timedelta(seconds=0.6) <= delivered - NOW < timedelta(seconds=5)
+    assert attempt == delivered
+
+
+@pytestmark_db
 async def test_a_receiver_that_fails_then_hangs_then_recovers_gets_it_exactly_once(
     engine: AsyncEngine,
 ) -> None:
@@ -137,7 +154,9 @@ async def test_a_receiver_that_fails_then_hangs_then_recovers_gets_it_exactly_on
     assert attempts == [(False, 500, "HTTP 500"), (False, None, "timed out after 0.5s"), (True, 200, None)]
     assert await deliveries(engine) == [("firing", "delivered", 3)]
     headers, body = sink.requests[-1]
-    assert headers[SIGNATURE_HEADER.lower()] == sign(body, SECRET)  # HMAC verifies at the receiver
+    header = headers[SIGNATURE_HEADER.lower()]
+    timestamp = int(header.split(",")[0].removeprefix("t="))
+    assert header == sign(body, SECRET, timestamp)  # HMAC verifies at the receiver
     message = json.loads(body)
     assert {"version", "groupKey", "status", "receiver", "groupLabels", "commonLabels", "commonAnnotations",
             "externalURL", "alerts"} <= set(message)  # fmt: skip

@@ -1,8 +1,11 @@
 """Generic webhook in the Alertmanager webhook format (version 4), optionally HMAC-signed.
 
 Anything that accepts Alertmanager's webhook (alerta, karma, custom handlers) accepts this. With
-``secret`` set, ``X-Canary-Signature: sha256=<hex>`` carries HMAC-SHA256 of the exact body bytes,
-so the receiver can check that the alert came from this canary and was not altered.
+``secret`` set, ``X-Canary-Signature: t=<unix seconds>,v1=<hex>`` carries HMAC-SHA256 of
+``<t>.<body bytes>`` (the scheme Stripe and Slack use), so the receiver can check that the alert
+came from this canary, was not altered, and is not an old message replayed: it rejects a ``t``
+outside its tolerance (the README's snippet uses five minutes). ``t`` is the moment of sending, so
+each retry carries a fresh one.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,9 +24,13 @@ SIGNATURE_HEADER = "X-Canary-Signature"
 ZERO_TIME = "0001-01-01T00:00:00Z"  # Alertmanager's "not ended" endsAt
 
 
-def sign(body: bytes, secret: str) -> str:
-    """The signature header value for ``body``: ``sha256=`` and the hex HMAC."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def sign(body: bytes, secret: str, timestamp: int) -> str:
+    """The signature header value for ``body`` sent at ``timestamp``: ``t=<unix>,v1=<hex HMAC>``.
+
+    The HMAC covers ``b"<timestamp>." + body``, so the timestamp cannot be changed without the key.
+    """
+    signed = str(timestamp).encode() + b"." + body
+    return f"t={timestamp},v1=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
 
 
 def alertmanager_body(notice: Mapping[str, Any], receiver: str) -> dict[str, Any]:
@@ -59,4 +67,4 @@ class WebhookReceiver(Receiver):
     def render(self, notice: Mapping[str, Any]) -> tuple[bytes, dict[str, str]]:
         body = json.dumps(alertmanager_body(notice, self.name), separators=(",", ":")).encode()
         secret = reveal(self._secret)
-        return body, ({SIGNATURE_HEADER: sign(body, secret)} if secret else {})
+        return body, ({SIGNATURE_HEADER: sign(body, secret, int(time.time()))} if secret else {})

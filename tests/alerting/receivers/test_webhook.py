@@ -1,16 +1,19 @@
-"""Generic webhook receiver: Alertmanager v4 body, HMAC signature, status classification."""
+"""Generic webhook receiver: Alertmanager v4 body, timestamped HMAC signature, status classification."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from canary.alerting.receivers import WebhookReceiver, build_receivers
-from canary.alerting.receivers.webhook import SIGNATURE_HEADER
+from canary.alerting.receivers.webhook import SIGNATURE_HEADER, sign
 from canary.config.receivers import ReceiverSpec, resolve_receivers
 from tests.alerting.kit import running_sink
 
@@ -28,8 +31,19 @@ NOTICE = {
 }
 
 
+README = Path(__file__).resolve().parents[3] / "README.md"
+
+
 def receiver(url: str, secret: str | None = "s3cret") -> WebhookReceiver:
     return WebhookReceiver(ReceiverSpec(name="hook", kind="webhook", url=url, timeout_s=1), url, secret)
+
+
+def readme_verify() -> Callable[..., bool]:
+    """The verification snippet exactly as the README documents it."""
+    (snippet,) = re.findall(r"```python\n(import hashlib.*?def verify.*?)```", README.read_text(), re.S)
+    namespace: dict[str, Any] = {}
+    exec(snippet, namespace)
+    return namespace["verify"]  # type: ignore[no-any-return]
 
 
 async def test_the_body_is_alertmanager_v4_and_the_signature_verifies() -> None:
@@ -38,8 +52,10 @@ async def test_the_body_is_alertmanager_v4_and_the_signature_verifies() -> None:
             result = await receiver(sink.url).send(NOTICE, client)
     assert result.ok and result.http_status == 200 and result.duration_ms > 0
     headers, body = sink.requests[0]
-    expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
-    assert hmac.compare_digest(headers[SIGNATURE_HEADER.lower()], expected)
+    header = headers[SIGNATURE_HEADER.lower()]
+    assert re.fullmatch(r"t=\d+,v1=[0-9a-f]{64}", header)
+    assert abs(int(header[2:].split(",")[0]) - time.time()) < 60  # signed at sending
+    assert readme_verify()(header, body, "s3cret")
     message = json.loads(body)
     assert message["version"] == "4" and message["status"] == "firing" and message["receiver"] == "hook"
     assert message["groupLabels"] == {
@@ -51,6 +67,20 @@ async def test_the_body_is_alertmanager_v4_and_the_signature_verifies() -> None:
     (alert,) = message["alerts"]
     assert alert["fingerprint"] == "0123456789abcdef" and alert["endsAt"] == "0001-01-01T00:00:00Z"
     assert alert["annotations"]["summary"].startswith("m/p/a routing")
+
+
+def test_the_readme_check_rejects_a_replayed_old_timestamp_and_a_forged_one() -> None:
+    verify = readme_verify()
+    body = b'{"status":"firing"}'
+    now = int(time.time())
+    assert verify(sign(body, "s3cret", now), body, "s3cret")
+    captured = sign(body, "s3cret", now - 600)  # a genuine request, replayed ten minutes later
+    assert not verify(captured, body, "s3cret")
+    forged = captured.replace(f"t={now - 600}", f"t={now}")  # the timestamp is signed: no refresh
+    assert not verify(forged, body, "s3cret")
+    assert not verify(sign(body, "s3cret", now), body + b" ", "s3cret")  # the body is signed
+    assert not verify(sign(body, "other", now), body, "s3cret")
+    assert not verify("sha256=" + "0" * 64, body, "s3cret")  # the old body-only form
 
 
 async def test_without_a_secret_there_is_no_signature_header() -> None:
