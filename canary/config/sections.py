@@ -178,6 +178,11 @@ class ServiceSpec(BaseModel):
     refresh_s: float = Field(default=5.0, gt=0)  # deploy bursts and database gauges
     verdict_interval_s: float = Field(default=30.0, gt=0)
     db_pool_size: int = Field(default=10, ge=1, le=200)
+    # Results wait this long for an unreachable database (memory, then a spool file under
+    # spool_dir, default <user data dir>/canary/spool); older ones are dropped, counted and logged.
+    outage_buffer_s: float = Field(default=900.0, gt=0, le=7 * 86400.0)
+    outage_memory_runs: int = Field(default=2000, ge=0, le=1_000_000)  # before spilling to the file
+    spool_dir: str | None = None
     schedule: ScheduleSpec = ScheduleSpec()
     verdict: VerdictPolicy = VerdictPolicy()
 

@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -32,6 +33,7 @@ from canary.probing.completion import Completion, Mode, ProbeRequest
 from canary.probing.providers import Provider, get_provider
 from canary.probing.providers.base import ERROR_SNIPPET_CHARS
 from canary.scoring import ScoringContext, score_each
+from canary.storage.backlog import ResultBacklog
 from canary.storage.writes import RunResult, load_references, sync_probes, sync_targets, write_results
 
 log = logging.getLogger(__name__)
@@ -150,9 +152,11 @@ class PassRunner:
         deploy_id: str | None = None,
         on_stored: Callable[[int], None] | None = None,
         batch_size: int = BATCH_SIZE,
+        backlog: ResultBacklog | None = None,
     ) -> None:
         self.engine = engine
         self.cells = cells
+        self.backlog = backlog
         self.deploy_id = deploy_id
         self.on_stored = on_stored
         self.batch_size = batch_size
@@ -361,6 +365,9 @@ class PassRunner:
     async def _store(self, batch: list[RunResult]) -> None:
         if not batch:
             return
+        if self.backlog is not None:  # the service: an outage queues results instead of losing them
+            await self.backlog.store(batch)
+            return
         # A database restart or failover mid-pass is retried; results are only dropped if it stays down.
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(OperationalError),
@@ -382,15 +389,18 @@ async def run_pass(
     cells: CellPool | None = None,
     deploy_id: str | None = None,
     on_stored: Callable[[int], None] | None = None,
+    backlog: ResultBacklog | None = None,
 ) -> PassSummary:
     """Run every probe on every target once (``repeat`` times each) and store the results.
 
     A target with a ``probes`` key runs only the probes it selects (:func:`cell_probes`).
 
     ``cells`` carries clients and limits across passes (the service keeps one); without it the
-    pass opens its own and closes them at the end.
+    pass opens its own and closes them at the end. With a ``backlog`` (the service's), results
+    the database cannot take now are kept and written when it returns.
     """
+    options: dict[str, Any] = {"deploy_id": deploy_id, "on_stored": on_stored, "backlog": backlog}
     if cells is not None:
-        return await PassRunner(engine, cells, deploy_id=deploy_id, on_stored=on_stored).run(targets, probes)
+        return await PassRunner(engine, cells, **options).run(targets, probes)
     async with CellPool() as own:
-        return await PassRunner(engine, own, deploy_id=deploy_id, on_stored=on_stored).run(targets, probes)
+        return await PassRunner(engine, own, **options).run(targets, probes)

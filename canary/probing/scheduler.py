@@ -33,6 +33,7 @@ from canary.probing.catalog import Catalog, Probe
 from canary.probing.cells import CellPool
 from canary.probing.runner import cell_probes, run_pass
 from canary.service.metrics import ServiceMetrics
+from canary.storage.backlog import ResultBacklog
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +111,10 @@ class ProbeScheduler:
         jobs: Sequence[JobSpec],
         spec: ScheduleSpec,
         metrics: ServiceMetrics,
+        backlog: ResultBacklog | None = None,
     ) -> None:
         self.engine, self.cells, self.spec, self.metrics = engine, cells, spec, metrics
+        self.backlog = backlog  # where passes store: kept through a database outage
         self.jobs = {job.key: job for job in jobs}
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self.bursts: dict[str, str] = {}  # cell -> deploy id, for cells under a verdict
@@ -185,7 +188,12 @@ class ProbeScheduler:
         try:
             with anyio.move_on_after(self.spec.pass_timeout_s or job.interval_s) as scope:
                 summary = await run_pass(
-                    self.engine, [job.target], job.probes, cells=self.cells, deploy_id=deploy_id
+                    self.engine,
+                    [job.target],
+                    job.probes,
+                    cells=self.cells,
+                    deploy_id=deploy_id,
+                    backlog=self.backlog,
                 )
                 self.metrics.observe_pass(job.probe_set, summary)
             if scope.cancelled_caught:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
+import anyio
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, HTTPException, Query, Response
 from fastapi.exceptions import RequestValidationError
@@ -73,6 +74,7 @@ class ApiContext:
     token: str | None = None
     ready: Callable[[], bool] = lambda: True
     deploys_changed: Callable[[], Awaitable[None]] | None = None
+    backlog: Callable[[], dict[str, Any]] | None = None  # results waiting for the database
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
 
@@ -94,15 +96,22 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     @app.get("/readyz", tags=["health"], responses={503: {"description": "not ready"}})
     async def readyz() -> JSONResponse:
-        """Readiness: the scheduler runs and the database answers."""
+        """Readiness: the scheduler runs and the database answers.
+
+        ``backlog`` counts results waiting for the database; while it is not empty a ready
+        replica says ``degraded`` (still 200: it is writing them).
+        """
         try:
-            async with ctx.engine.connect() as conn:
-                await conn.execute(sa.text("SELECT 1"))
+            with anyio.fail_after(5):
+                async with ctx.engine.connect() as conn:
+                    await conn.execute(sa.text("SELECT 1"))
             database = True
         except Exception:
             database = False
         ready = database and ctx.ready()
-        body = {"status": "ready" if ready else "not ready", "database": database, "scheduler": ctx.ready()}
+        backlog = ctx.backlog() if ctx.backlog else {"runs": 0}
+        status = ("degraded" if backlog["runs"] else "ready") if ready else "not ready"
+        body = {"status": status, "database": database, "scheduler": ctx.ready(), "backlog": backlog}
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["health"], response_class=Response)

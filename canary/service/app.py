@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 
 import anyio
 import sqlalchemy as sa
@@ -33,7 +34,8 @@ from canary.probing.scheduler import ProbeScheduler, Shard, plan_jobs
 from canary.service.api import ApiContext, create_app
 from canary.service.identity import LOCK_KEY, application_name
 from canary.service.metrics import ServiceMetrics
-from canary.storage.engine import async_engine
+from canary.storage.backlog import ResultBacklog
+from canary.storage.engine import async_engine, default_spool_dir
 from canary.storage.partitions import MAINTENANCE_INTERVAL_S, maintain
 from canary.storage.rollups import ROLLUP_INTERVAL_S, RollupRefresher
 from canary.storage.tables import AlertDeliveryRow, AlertRow
@@ -231,6 +233,15 @@ class Service:
     def ready(self) -> bool:
         return self.scheduler is not None and self.scheduler.started and not self.stopping.is_set()
 
+    def open_backlog(self, engine: AsyncEngine) -> ResultBacklog:
+        """The results' holding place through a database outage, exported in ``/metrics``."""
+        spool = Path(self.spec.spool_dir).expanduser() if self.spec.spool_dir else default_spool_dir()
+        backlog = ResultBacklog(
+            engine, spool, bound_s=self.spec.outage_buffer_s, memory_runs=self.spec.outage_memory_runs
+        )
+        self.metrics.watch_backlog(backlog)
+        return backlog
+
     def make_duties(self, engine: AsyncEngine) -> list[Duty]:
         policy = self.spec.verdict
         verdicts = Duty(
@@ -273,10 +284,14 @@ class Service:
         hand the lock back and close the database."""
         engine = async_engine(self.url, pool_size=self.spec.db_pool_size, application_name=application_name())
         lock = SingletonLock(self.url)
+        backlog = self.open_backlog(engine)
         try:
             async with CellPool() as cells, anyio.create_task_group() as tg:
                 jobs = plan_jobs(self.config.targets, self.catalog, self.shard, self.spec.schedule)
-                self.scheduler = ProbeScheduler(engine, cells, jobs, self.spec.schedule, self.metrics)
+                self.scheduler = ProbeScheduler(
+                    engine, cells, jobs, self.spec.schedule, self.metrics, backlog=backlog
+                )
+                tg.start_soon(backlog.run)
                 ctx = ApiContext(
                     engine=engine,
                     metrics=self.metrics,
@@ -285,6 +300,7 @@ class Service:
                     token=self.token,
                     ready=self.ready,
                     deploys_changed=lambda: self.refresh(engine),
+                    backlog=backlog.status,
                 )
                 server = _Server(
                     uvicorn.Config(
@@ -318,12 +334,15 @@ class Service:
                 await self.stopping.wait()
                 server.should_exit = True
                 await self.scheduler.shutdown(self.spec.shutdown_grace_s)
+                if not await backlog.drain(self.spec.shutdown_grace_s):
+                    log.warning("database unreachable at shutdown: %d results stay spooled", backlog.runs)
                 leader_stop.set()
                 with anyio.move_on_after(self.spec.shutdown_grace_s):
                     await server.done.wait()
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
+                backlog.close()
                 await lock.dispose()
                 await engine.dispose()
                 self.sock.close()

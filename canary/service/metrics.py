@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from canary.probing.runner import PassSummary
+from canary.storage.backlog import ResultBacklog
 
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 PASS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -91,6 +92,21 @@ class ServiceMetrics:
         )
         self.open_alerts = Gauge("canary_open_alerts", "Alerts currently firing.", registry=r)
         self.running_deploys = Gauge("canary_running_deploys", "Deploys under a verdict now.", registry=r)
+        self.backlog_runs = Gauge(
+            "canary_result_backlog_runs", "Results waiting for an unreachable database.", registry=r
+        )
+        self.backlog_bytes = Gauge(
+            "canary_result_backlog_spooled_bytes", "Backlog bytes spilled to the spool file.", registry=r
+        )
+        self.backlog_oldest = Gauge(
+            "canary_result_backlog_oldest_seconds", "Age of the oldest result waiting.", registry=r
+        )
+        self.backlog_dropped = Counter(
+            "canary_result_backlog_dropped_runs",
+            "Results dropped unstored: expired (outage past service.outage_buffer_s), rejected, full.",
+            ["reason"],
+            registry=r,
+        )
         self.duty_errors = Counter(
             "canary_singleton_errors", "Singleton duty iterations that raised.", ["duty"], registry=r
         )
@@ -115,6 +131,13 @@ class ServiceMetrics:
             "Age of the oldest undelivered alert notification; 0 when none is pending.",
             registry=r,
         )
+
+    def watch_backlog(self, backlog: ResultBacklog) -> None:
+        """Read the backlog's gauges at scrape time and count its drops."""
+        self.backlog_runs.set_function(lambda: backlog.runs)
+        self.backlog_bytes.set_function(lambda: backlog.spooled_bytes)
+        self.backlog_oldest.set_function(backlog.oldest_age_s)
+        backlog.on_drop = lambda reason, runs: self.backlog_dropped.labels(reason).inc(runs)
 
     def observe_pass(self, probe_set: str, summary: PassSummary) -> None:
         """Fold one finished pass into the counters."""

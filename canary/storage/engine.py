@@ -33,6 +33,11 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("canary")) / "postgres"
 
 
+def default_spool_dir() -> Path:
+    """Where results wait for an unreachable database (:mod:`canary.storage.backlog`)."""
+    return Path(platformdirs.user_data_dir("canary")) / "spool"
+
+
 def sqlalchemy_url(url: str) -> str:
     """Normalise ``postgres://`` / ``postgresql://`` URLs to the psycopg 3 driver."""
     for prefix in ("postgres://", "postgresql://"):

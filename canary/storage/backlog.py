@@ -1,0 +1,262 @@
+"""Results kept while PostgreSQL is unreachable, and written, in order and once, when it returns.
+
+A pass hands its batches to :meth:`ResultBacklog.store`. With nothing queued, a batch is written
+at once. When the database cannot be reached (refused, reset, or no answer within
+``WRITE_TIMEOUT_S``), the batch joins the backlog: in memory up to ``memory_runs`` runs, then in
+a spool file (:mod:`canary.storage.spool`) that also survives a restart. While anything is
+queued, new batches queue behind it, so runs reach the database in the order they completed.
+:meth:`ResultBacklog.run` writes the queue head first, retrying with backoff.
+
+Exactly once: a batch is one transaction, so it is stored whole or not at all; a queued batch
+(whose earlier attempt may have committed before the connection broke) skips the runs already
+stored, found by their natural key (:func:`unstored`).
+
+Bounded: a batch queued longer than ``bound_s`` is dropped with the rest of its pass (so no pass
+is left half-written by the drop), counted by reason and logged, never silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from canary.storage.spool import Batch, SpoolFile
+from canary.storage.tables import RunRow
+from canary.storage.writes import RunResult, write_results
+
+log = logging.getLogger(__name__)
+
+WRITE_TIMEOUT_S = 15.0  # a write that hangs this long (a frozen server) counts as unreachable
+RETRY_MIN_S, RETRY_MAX_S = 0.5, 5.0
+DEFAULT_MEMORY_RUNS = 2_000
+DROP_REASONS = {
+    "expired": "the database was unreachable for longer than the backlog's bound (service.outage_buffer_s)",
+    "rejected": "the database refused them",
+    "full": "the memory backlog is full and there is no spool directory",
+}
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database could not be reached (the batch may be retried)."""
+    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | TimeoutError | OSError):
+        return True
+    return isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
+
+
+def run_key(r: RunResult) -> tuple[Any, ...]:
+    return (r.pass_id, r.target_id, r.probe_pk, r.repeat_index, r.session_key or "", r.started_at)
+
+
+async def unstored(conn: AsyncConnection, batch: Sequence[RunResult]) -> list[RunResult]:
+    """The runs of ``batch`` not in the database yet (a batch's runs share one pass).
+
+    Looked up through ``ix_runs_target_started`` (cell and start time), then matched on the
+    run's natural key; nothing else is unique about a run.
+    """
+    starts = [r.started_at for r in batch]
+    rows = await conn.execute(
+        sa.select(
+            RunRow.pass_id, RunRow.target_id, RunRow.probe_pk, RunRow.repeat_index, RunRow.session_key,
+            RunRow.started_at,
+        ).where(
+            RunRow.target_id.in_({r.target_id for r in batch}),
+            RunRow.started_at.between(min(starts), max(starts)),
+            RunRow.pass_id.in_({r.pass_id for r in batch}),
+        )
+    )  # fmt: skip
+    stored = {(p, t, pk, i, s or "", at) for p, t, pk, i, s, at in rows.all()}
+    return [r for r in batch if run_key(r) not in stored]
+
+
+class ResultBacklog:
+    """Writes result batches, holding them (memory, then ``spool_dir``) while the database is away.
+
+    ``on_drop(reason, runs)`` hears of every drop: ``expired`` (queued past ``bound_s``),
+    ``rejected`` (the database refused the batch itself, e.g. invalid data) or ``full`` (past
+    ``memory_runs`` with no spool directory).
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        spool_dir: Path | None,
+        *,
+        bound_s: float = 900.0,
+        memory_runs: int = DEFAULT_MEMORY_RUNS,
+        on_drop: Callable[[str, int], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.bound_s = bound_s
+        self.memory_runs = memory_runs
+        self.on_drop = on_drop
+        self.clock = clock
+        self.memory: deque[Batch] = deque()
+        self.in_memory = 0  # runs in ``memory``
+        self.spool = SpoolFile(spool_dir) if spool_dir is not None else None
+        self.dropped: Counter[str] = Counter()
+        self.dropped_passes: set[Any] = set()  # passes part of which was dropped: drop the rest too
+        self.written = 0  # runs written from the backlog
+        self.wake = anyio.Event()
+        self.writing = anyio.Lock()
+        if self.spool is not None and self.spool.pending_runs:
+            log.warning("%d results spooled by an earlier run are waiting for the database", self.runs)
+
+    @property
+    def runs(self) -> int:
+        """Runs waiting for the database."""
+        return self.in_memory + (self.spool.pending_runs if self.spool else 0)
+
+    @property
+    def spooled_bytes(self) -> int:
+        return self.spool.bytes if self.spool else 0
+
+    def oldest_age_s(self) -> float:
+        head = self._head()
+        return max(0.0, self.clock() - head.queued_at) if head else 0.0
+
+    def status(self) -> dict[str, Any]:
+        """The backlog for ``/readyz``."""
+        return {
+            "runs": self.runs,
+            "spooled_bytes": self.spooled_bytes,
+            "oldest_s": round(self.oldest_age_s(), 1),
+            "dropped_runs": sum(self.dropped.values()),
+        }
+
+    async def store(self, runs: Sequence[RunResult]) -> None:
+        """Write ``runs`` (one pass's batch) now, or queue them if the database is unreachable.
+
+        Raises only what the database says of the data itself (never for an outage).
+        """
+        if not runs:
+            return
+        if not self.runs:
+            try:
+                await self._write(runs, check_stored=False)
+                return
+            except Exception as exc:
+                if not unreachable(exc):
+                    raise
+                log.warning("database unreachable (%s): keeping results until it returns", type(exc).__name__)
+        self._enqueue(Batch(list(runs), self.clock()))
+        self.wake.set()
+
+    async def run(self) -> None:
+        """Write the backlog as the database allows, oldest first; runs until cancelled."""
+        delay = RETRY_MIN_S
+        while True:
+            if not self.runs:
+                await self.wake.wait()
+                self.wake = anyio.Event()
+                continue
+            if await self.write_head():
+                delay = RETRY_MIN_S
+            else:
+                await anyio.sleep(delay)
+                delay = min(RETRY_MAX_S, delay * 2)
+
+    async def write_head(self) -> bool:
+        """Try to write the oldest batch; False when the database is still unreachable."""
+        async with self.writing:  # one writer of the head at a time, or it could be stored twice
+            return await self._write_head()
+
+    async def _write_head(self) -> bool:
+        self._expire()
+        head = self._head()
+        if head is None:
+            return True
+        try:
+            await self._write(head.runs, check_stored=True)
+        except Exception as exc:
+            if unreachable(exc):
+                return False
+            log.exception("the database refused %d queued results; dropping them", len(head.runs))
+            self._drop(head, "rejected")
+            return True
+        self._pop()
+        self.written += len(head.runs)
+        if not self.runs:
+            log.info("result backlog written: the database is back")
+        return True
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Write what is queued for up to ``timeout_s`` (shutdown); True when nothing is left."""
+        with anyio.move_on_after(timeout_s):
+            while self.runs:
+                if not await self.write_head():
+                    await anyio.sleep(RETRY_MIN_S)
+        return not self.runs
+
+    def close(self) -> None:
+        """Keep what memory holds in the spool file (before what is there), for the next start."""
+        if self.spool is None:
+            return
+        if self.memory:
+            self.spool.prepend(list(self.memory))
+            self.memory.clear()
+            self.in_memory = 0
+        if self.spool.pending_runs:
+            log.warning("%d results left in %s for the next start", self.spool.pending_runs, self.spool.path)
+        self.spool.close()
+
+    async def _write(self, runs: Sequence[RunResult], *, check_stored: bool) -> None:
+        with anyio.fail_after(WRITE_TIMEOUT_S):
+            async with self.engine.begin() as conn:
+                await write_results(conn, await unstored(conn, runs) if check_stored else runs)
+
+    def _enqueue(self, batch: Batch) -> None:
+        spooling = self.spool is not None and self.spool.pending_runs > 0
+        if not spooling and self.in_memory + len(batch.runs) <= self.memory_runs:
+            self.memory.append(batch)
+            self.in_memory += len(batch.runs)
+        elif self.spool is not None:
+            self.spool.append(batch)
+        else:
+            self._count_drop("full", len(batch.runs))
+
+    def _head(self) -> Batch | None:
+        if self.memory:
+            return self.memory[0]
+        return self.spool.head() if self.spool else None
+
+    def _pop(self) -> None:
+        if self.memory:
+            self.in_memory -= len(self.memory.popleft().runs)
+        elif self.spool is not None:
+            self.spool.pop()
+        if not self.runs:
+            self.dropped_passes.clear()
+
+    def _expire(self) -> None:
+        """Drop batches queued longer than ``bound_s``, and the rest of their passes (one log line)."""
+        now = self.clock()
+        runs = 0
+        while (head := self._head()) is not None:
+            if now - head.queued_at > self.bound_s or head.pass_id in self.dropped_passes:
+                self._drop(head, "expired", log_it=False)
+                runs += len(head.runs)
+            else:
+                break
+        if runs:
+            log.error("dropped %d results (expired): %s", runs, DROP_REASONS["expired"])
+
+    def _drop(self, batch: Batch, reason: str, *, log_it: bool = True) -> None:
+        self.dropped_passes.add(batch.pass_id)
+        self._pop()
+        self._count_drop(reason, len(batch.runs), log_it=log_it)
+
+    def _count_drop(self, reason: str, runs: int, *, log_it: bool = True) -> None:
+        self.dropped[reason] += runs
+        if log_it:
+            log.error("dropped %d results (%s): %s", runs, reason, DROP_REASONS[reason])
+        if self.on_drop is not None:
+            self.on_drop(reason, runs)

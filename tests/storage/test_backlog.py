@@ -1,0 +1,127 @@
+"""The result backlog against a real PostgreSQL: exactly once after an ambiguous commit, a spool
+that survives a restart, memory then file, and a bound that drops whole passes, counted."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from canary.errors import FailureReason
+from canary.probing.completion import Completion, TokenLogprob
+from canary.scoring.base import Score
+from canary.storage.backlog import ResultBacklog
+from canary.storage.engine import async_engine
+from canary.storage.spool import Batch, decode, encode
+from canary.storage.writes import RunResult, write_results
+from tests.seeding import add_cells, add_probes
+
+pytestmark = pytest.mark.anyio
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+# Nothing listens there: every connection attempt is refused at once, like a stopped server.
+DEAD_URL = "postgresql+psycopg://canary@127.0.0.1:9/canary"
+
+
+def a_pass(target_id: int, probe_pk: int, runs: int, start: datetime = T0) -> list[RunResult]:
+    pass_id = uuid.uuid4()
+    completion = Completion(
+        ok=True, text="Paris", latency_s=0.1, served_by={"x-pool": "a"}, finish_reason="stop"
+    )
+    return [
+        RunResult(pass_id, target_id, probe_pk, start + timedelta(seconds=i), completion,
+                  [Score("answered", True, 1.0, {"n": i})], repeat_index=i)
+        for i in range(runs)
+    ]  # fmt: skip
+
+
+async def stored(engine: AsyncEngine) -> list[tuple[uuid.UUID, int]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(sa.text("SELECT pass_id, repeat_index FROM runs ORDER BY id"))
+        scores = await conn.scalar(sa.text("SELECT count(*) FROM scores"))
+    result = [(p, i) for p, i in rows.all()]
+    assert scores == len(result)  # every run with its score, none twice
+    return result
+
+
+async def cell(engine: AsyncEngine) -> tuple[int, int]:
+    async with engine.begin() as conn:
+        (tid,) = (await add_cells(conn, ["m/p/a"])).values()
+        (pk,) = await add_probes(conn, 1)
+    return tid, pk
+
+
+def test_a_run_survives_the_spool_encoding_unchanged() -> None:
+    completion = Completion(
+        ok=False, reason=FailureReason.SCORING_ERROR, error="scoring failed", http_status=200, latency_s=0.25,
+        tokens=[TokenLogprob("Paris", -0.01, (("Paris", -0.01), (" Lyon", -5.0)))], input_tokens=3,
+        output_tokens=1, retry_after_s=2.0, response_model="m-1",
+    )  # fmt: skip
+    run = RunResult(uuid.uuid4(), 3, 4, T0, completion, [Score("routing", False, None, {"why": "x"})],
+                    repeat_index=2, session_key="s-1", deploy_id="d", served_pool="a",
+                    establishes_reference=True)  # fmt: skip
+    (back,) = decode(encode(Batch([run], 123.5))).runs
+    assert back == run
+
+
+async def test_a_batch_retried_after_an_ambiguous_commit_is_stored_once(engine: AsyncEngine) -> None:
+    tid, pk = await cell(engine)
+    runs = a_pass(tid, pk, 5)
+    async with engine.begin() as conn:  # the commit went through, but its answer was lost
+        await write_results(conn, runs[:5])
+    backlog = ResultBacklog(engine, None)
+    backlog.memory.append(Batch(runs, 0.0))  # so the batch is queued again, as store() does then
+    backlog.in_memory = 5
+    later = a_pass(tid, pk, 2, T0 + timedelta(minutes=1))
+    await backlog.store(later)  # queued behind: order is kept
+    assert backlog.runs == 7
+    assert await backlog.drain(10)
+    assert await stored(engine) == [(r.pass_id, r.repeat_index) for r in runs + later]
+
+
+async def test_results_spill_to_the_file_and_a_restarted_backlog_writes_them_in_order(
+    engine: AsyncEngine, db_url: str, tmp_path: Path
+) -> None:
+    tid, pk = await cell(engine)
+    passes = [a_pass(tid, pk, 3, T0 + timedelta(minutes=m)) for m in range(4)]
+    dead = async_engine(DEAD_URL)
+    outage = ResultBacklog(dead, tmp_path / "spool", memory_runs=6)
+    for runs in passes:
+        await outage.store(runs)
+    assert outage.runs == 12 and outage.in_memory == 6 and outage.spooled_bytes > 0  # two passes each
+    assert not await outage.drain(0.5)
+    outage.close()  # a shutdown while the database is still away: memory goes to the file too
+    await dead.dispose()
+
+    restarted = ResultBacklog(engine, tmp_path / "spool")
+    assert restarted.runs == 12
+    assert await restarted.drain(10)
+    assert await stored(engine) == [(r.pass_id, r.repeat_index) for runs in passes for r in runs]
+    assert restarted.spooled_bytes == 0 and (tmp_path / "spool" / "results.jsonl").stat().st_size == 0
+    restarted.close()
+
+
+async def test_past_the_bound_whole_passes_are_dropped_counted_and_logged(
+    engine: AsyncEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    tid, pk = await cell(engine)
+    now = [1000.0]
+    drops: list[tuple[str, int]] = []
+    dead = async_engine(DEAD_URL)
+    backlog = ResultBacklog(dead, None, bound_s=60, clock=lambda: now[0], on_drop=lambda *d: drops.append(d))
+    old = a_pass(tid, pk, 4)
+    await backlog.store(old[:2])
+    now[0] += 50
+    await backlog.store(old[2:])  # the same pass's second batch, younger
+    recent = a_pass(tid, pk, 3, T0 + timedelta(minutes=2))
+    await backlog.store(recent)
+    now[0] += 20  # the first batch is now 70 s old
+    backlog.engine = engine  # the database is back
+    assert await backlog.drain(10)
+    await dead.dispose()
+    assert drops == [("expired", 2), ("expired", 2)]  # the pass's younger half went with it
+    assert await stored(engine) == [(r.pass_id, r.repeat_index) for r in recent]
+    assert "dropped 4 results (expired)" in caplog.text  # one line for the sweep
