@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from canary import __version__
 from canary.config.sections import VerdictPolicy
+from canary.service.limits import MAX_BODY_BYTES, RequestLimits, validation_error
 from canary.service.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from canary.service.status_page import install_status_page
 from canary.storage.counts import score_counts
@@ -48,8 +49,13 @@ class DeployRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
-    canary_cells: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
-    baseline_cells: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    # Bounded, so that matching the patterns against every cell stays quick (it runs in the loop).
+    canary_cells: list[Annotated[str, Field(min_length=1, max_length=500)]] = Field(
+        min_length=1, max_length=1000
+    )
+    baseline_cells: list[Annotated[str, Field(min_length=1, max_length=500)]] = Field(
+        min_length=1, max_length=1000
+    )
     started_at: AwareDatetime | None = None
     duration_s: float | None = Field(default=None, gt=0, le=MAX_DURATION_S)
 
@@ -75,11 +81,15 @@ class ApiContext:
     ready: Callable[[], bool] = lambda: True
     deploys_changed: Callable[[], Awaitable[None]] | None = None
     backlog: Callable[[], dict[str, Any]] | None = None  # results waiting for the database
+    max_body_bytes: int = MAX_BODY_BYTES
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
     app = FastAPI(title="canary", version=__version__, description=__doc__)
+    # Before authentication and body parsing: size caps, NUL bytes; and 422s that echo little.
+    app.add_middleware(RequestLimits, max_body_bytes=ctx.max_body_bytes)
+    app.add_exception_handler(RequestValidationError, validation_error)
 
     def require_token(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
         if ctx.token is None:
@@ -216,8 +226,11 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def start_deploy(body: DeployRequest) -> dict[str, Any]:
         """Register a deploy: burst probes on both sides and judge the canary for ``duration_s``."""
         try:
-            canary = expand_cells(body.canary_cells, ctx.cells, "canary")
-            baseline = expand_cells(body.baseline_cells, ctx.cells, "baseline")
+            # Patterns times cells can be a million matches: off the event loop, so probes go on.
+            canary = await anyio.to_thread.run_sync(expand_cells, body.canary_cells, ctx.cells, "canary")
+            baseline = await anyio.to_thread.run_sync(
+                expand_cells, body.baseline_cells, ctx.cells, "baseline"
+            )
             started = body.started_at.astimezone(UTC) if body.started_at else ctx.clock()
             duration = body.duration_s or ctx.policy.default_duration_s
             deploy = await create_deploy(ctx.engine, body.name, canary, baseline, started, duration)
