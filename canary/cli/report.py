@@ -8,7 +8,7 @@ from typing import Any
 from rich.table import Table
 
 from canary.cli.output import OutputFormat, emit
-from canary.probing.runner import PassSummary
+from canary.probing.summary import PassSummary
 
 
 def pass_table(summary: PassSummary) -> Table:

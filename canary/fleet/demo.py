@@ -35,7 +35,8 @@ from canary.config.loader import Target, build_config
 from canary.config.sections import DetectionSpec
 from canary.detection.detect import Finding, detect
 from canary.probing.catalog import Probe, load_catalog
-from canary.probing.runner import PassSummary, run_pass
+from canary.probing.runner import run_pass
+from canary.probing.summary import PassSummary
 from canary.resources import shipped
 from canary.storage.engine import async_engine, database
 

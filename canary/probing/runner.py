@@ -14,7 +14,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +31,7 @@ from canary.probing.cells import Cell, CellPool
 from canary.probing.completion import Completion, Mode, ProbeRequest
 from canary.probing.providers import Provider, get_provider
 from canary.probing.providers.base import ERROR_SNIPPET_CHARS
+from canary.probing.summary import CellSummary, PassSummary
 from canary.scoring import ScoringContext, score_each
 from canary.storage.backlog import ResultBacklog
 from canary.storage.writes import RunResult, load_references, sync_probes, sync_targets, write_results
@@ -40,55 +40,6 @@ log = logging.getLogger(__name__)
 
 BATCH_SIZE = 256
 SHUTDOWN_WRITE_S = 10.0  # how long a cancelled pass may spend storing what it has
-
-
-@dataclass
-class CellSummary:
-    """What one pass saw on one cell."""
-
-    cell: str
-    runs: int = 0
-    ok: int = 0
-    failures: Counter[str] = field(default_factory=Counter)
-    metric_passed: Counter[str] = field(default_factory=Counter)
-    metric_total: Counter[str] = field(default_factory=Counter)
-    latencies_ms: list[float] = field(default_factory=list)
-    scoring_errors: Counter[str] = field(default_factory=Counter)  # scorer -> runs it raised on
-
-    def add(self, result: RunResult) -> None:
-        self.runs += 1
-        c = result.completion
-        if c.ok:
-            self.ok += 1
-            self.latencies_ms.append(c.latency_s * 1000.0)
-        else:
-            self.failures[c.reason.value if c.reason else "unknown"] += 1
-        for s in result.scores:
-            self.metric_total[s.metric] += 1
-            self.metric_passed[s.metric] += int(s.passed)
-
-    def pass_rate(self, metric: str) -> float | None:
-        total = self.metric_total[metric]
-        return self.metric_passed[metric] / total if total else None
-
-
-@dataclass
-class PassSummary:
-    pass_id: uuid.UUID
-    cells: dict[str, CellSummary]
-    duration_s: float = 0.0
-
-    @property
-    def stored(self) -> int:
-        return sum(c.runs for c in self.cells.values())
-
-    @property
-    def failed_runs(self) -> int:
-        return sum(c.runs - c.ok for c in self.cells.values())
-
-    @property
-    def metrics(self) -> list[str]:
-        return sorted({m for c in self.cells.values() for m in c.metric_total})
 
 
 def request_mode(target: Target) -> Mode:
@@ -337,8 +288,12 @@ class PassRunner:
         """Store results in batches: block for the first, then take whatever else is queued.
 
         A batch being written when the pass is cancelled is finished (shielded), so nothing is
-        half-written; results still queued are handed to the pass's leftovers.
+        half-written; results still queued are handed to the pass's leftovers. With a backlog
+        (the service), the whole pass is one batch, stored when it ends (:meth:`_write_whole`).
         """
+        if self.backlog is not None:
+            await self._write_whole(receive, summary)
+            return
         async with receive:
             try:
                 async for first in receive:
@@ -361,6 +316,32 @@ class PassRunner:
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
                 raise
+
+    async def _write_whole(self, receive: MemoryObjectReceiveStream[RunResult], summary: PassSummary) -> None:
+        """Keep the pass's results and store them in one batch at its end.
+
+        A pass is then stored whole or not at all, through an outage too: the backlog writes or
+        drops a batch in one piece. (The service's passes are one cell's probe set: small.) A
+        cancelled pass leaves what it has in the leftovers, which :meth:`run` stores as one batch.
+        """
+        async with receive:
+            try:
+                async for result in receive:
+                    self.leftovers.append(result)
+            except anyio.get_cancelled_exc_class():
+                while True:
+                    try:
+                        self.leftovers.append(receive.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                raise
+        batch, self.leftovers = self.leftovers, []
+        with anyio.CancelScope(shield=True):
+            await self._store(batch)
+        for result in batch:
+            summary.cells[self.cell_names[result.target_id]].add(result)
+        if self.on_stored:
+            self.on_stored(len(batch))
 
     async def _store(self, batch: list[RunResult]) -> None:
         if not batch:
