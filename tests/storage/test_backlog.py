@@ -4,6 +4,7 @@ that survives a restart, memory then file, and a bound that drops whole passes, 
 from __future__ import annotations
 
 import uuid
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from canary.probing.completion import Completion, TokenLogprob
 from canary.scoring.base import Score
 from canary.storage.backlog import ResultBacklog
 from canary.storage.engine import async_engine
-from canary.storage.spool import Batch, decode, encode
+from canary.storage.spool import Batch, decode, encode, run_to_json
 from canary.storage.writes import RunResult, write_results
 from tests.seeding import add_cells, add_probes
 
@@ -65,6 +66,9 @@ def test_a_run_survives_the_spool_encoding_unchanged() -> None:
                     establishes_reference=True)  # fmt: skip
     (back,) = decode(encode(Batch([run], 123.5))).runs
     assert back == run
+    encoded = run_to_json(run)  # a field added later must be spooled too, or an outage loses it
+    assert set(encoded) == {f.name for f in fields(RunResult)}
+    assert set(encoded["completion"]) == {f.name for f in fields(Completion)}
 
 
 async def test_a_batch_retried_after_an_ambiguous_commit_is_stored_once(engine: AsyncEngine) -> None:
