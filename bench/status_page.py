@@ -27,6 +27,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,39 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"p50": round(statistics.median(values), 1), "p99": round(percentile(values, 0.99), 1)}
 
 
+async def postgres_cpu_s(engine: AsyncEngine) -> Callable[[], float] | None:
+    """CPU seconds used so far by the PostgreSQL server, when it runs here (the embedded one).
+
+    The postmaster's own and reaped children's time (parallel workers exit after each query)
+    plus every live backend's: with other work on the machine, wall-clock time says little, and
+    CPU time is what a render costs. ``None`` when the server's processes cannot be read.
+    """
+    async with engine.connect() as conn:
+        data_dir = await conn.scalar(sa.text("SHOW data_directory"))
+    try:
+        postmaster = int((await anyio.Path(data_dir, "postmaster.pid").read_text()).split()[0])
+    except (OSError, ValueError):
+        return None
+
+    def stat(pid: str) -> list[str]:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+    def used() -> float:
+        own = stat(str(postmaster))
+        ticks = sum(int(own[i]) for i in (11, 12, 13, 14))  # utime, stime, cutime, cstime
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                try:
+                    fields = stat(pid)
+                except OSError:
+                    continue
+                if int(fields[1]) == postmaster:
+                    ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    return used
+
+
 async def server_side(engine: AsyncEngine, repeats: int) -> dict[str, Any]:
     """Step 2 (in-process): queries and HTML, timed together and apart; cold = baseline re-read."""
     await load_status(engine, NOW)
@@ -155,6 +189,8 @@ async def server_side(engine: AsyncEngine, repeats: int) -> dict[str, Any]:
     baselines = BaselineCache()
     await load_status(engine, NOW, baselines)
     total, queries, html, size = [], [], [], 0
+    pg_cpu = await postgres_cpu_s(engine)
+    cpu0, pg0 = time.process_time(), pg_cpu() if pg_cpu else 0.0
     for _ in range(repeats):
         t0 = time.perf_counter()
         data = await load_status(engine, NOW, baselines)
@@ -165,9 +201,10 @@ async def server_side(engine: AsyncEngine, repeats: int) -> dict[str, Any]:
         queries.append((t1 - t0) * 1000)
         html.append((t2 - t1) * 1000)
         size = len(page.encode())
+    cpu = (time.process_time() - cpu0 + (pg_cpu() - pg0 if pg_cpu else 0.0)) * 1000 / repeats
     unhealthy = sum(c.unhealthy for c in data.cells)
     return {"total": summary(total), "queries": summary(queries), "html": summary(html), "bytes": size,
-            "cold": summary(cold),
+            "cold": summary(cold), "cpu_ms": round(cpu, 1) if pg_cpu else None,
             "cells": len(data.cells), "unhealthy": unhealthy}  # fmt: skip
 
 
@@ -242,6 +279,7 @@ def main() -> int:
         f" (with the baseline re-read: p50 {s['cold']['p50']} ms) (queries p50 {s['queries']['p50']} ms,"
         f" HTML p50 {s['html']['p50']} ms); target {TARGET_MS:.0f} ms"
     )
+    print(f"CPU per render (this process and PostgreSQL): {s['cpu_ms']} ms")
     print(f"GET / over loopback p50 {normal['http']['p50']} ms, p99 {normal['http']['p99']} ms")
     print(
         f"Chromium load event p50 {b['load_ms_p50']} ms (max {b['load_ms_max']}),"
@@ -260,6 +298,7 @@ def main() -> int:
         "queries_ms_p50": s["queries"]["p50"],
         "html_ms_p50": s["html"]["p50"],
         "cold_render_ms_p50": s["cold"]["p50"],
+        "render_cpu_ms_mean": s["cpu_ms"],  # this process and PostgreSQL together, per render
         "http_ms_p50": normal["http"]["p50"],
         "http_ms_p99": normal["http"]["p99"],
         "browser_load_ms": b["load_ms_p50"],

@@ -248,8 +248,10 @@ class PassRunner:
                 raise
             cell.pause(completion.retry_after_s)  # before the slot frees, so no waiter slips past
         registry = self.cells.registry  # the reference: first answer, or re-established from evidence
-        establishes = completion.ok and probe.spec.temperature == 0.0 and registry.renew_reference(
-            target_id, probe_pk, completion.text
+        establishes = (
+            completion.ok
+            and probe.spec.temperature == 0.0
+            and registry.renew_reference(target_id, probe_pk, completion.text)
         )
         pool = served_pool(target, completion)
         context = ScoringContext(reference, expected_pool=target.spec.expected_pool, served_pool=pool)

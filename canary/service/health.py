@@ -24,9 +24,13 @@ SEVERITY_STATUS = {2: "sick", 1: "warn", 0: "ok", -1: "nodata"}
 STATUS_ORDER = {"sick": 0, "warn": 1, "nodata": 2, "ok": 3}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class MetricCounts:
-    """One metric of one cell, from the rollups: the recent window and the baseline."""
+    """One metric of one cell, from the rollups: the recent window and the baseline.
+
+    Not frozen: a frozen dataclass sets each field through ``object.__setattr__``, and the page
+    builds 5,000 of these per render at 1,000 cells.
+    """
 
     metric: str
     recent_runs: int
@@ -37,10 +41,7 @@ class MetricCounts:
     severity: int | None = field(init=False)  # 2 sick, 1 warn, 0 ok; None without recent scores
 
     def __post_init__(self) -> None:
-        # Computed once: the page judges every metric of every cell (5,000 at 1,000 cells).
-        object.__setattr__(
-            self, "severity", metric_severity(self.recent_runs, self.recent_failures, self.baseline_rate)
-        )
+        self.severity = metric_severity(self.recent_runs, self.recent_failures, self.baseline_rate)
 
     @property
     def recent_rate(self) -> float | None:
