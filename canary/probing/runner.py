@@ -305,19 +305,18 @@ class PassRunner:
                             batch.append(receive.receive_nowait())
                         except (anyio.WouldBlock, anyio.EndOfStream):
                             break
-                    with anyio.CancelScope(shield=True):
-                        await self._store(batch)
-                    for result in batch:
-                        summary.cells[self.cell_names[result.target_id]].add(result)
-                    if self.on_stored:
-                        self.on_stored(len(batch))
+                    await self._store_counted(batch, summary)
             except anyio.get_cancelled_exc_class():
-                while True:
-                    try:
-                        self.leftovers.append(receive.receive_nowait())
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
+                self._keep_queued(receive)
                 raise
+
+    def _keep_queued(self, receive: MemoryObjectReceiveStream[RunResult]) -> None:
+        """Move what is still queued to the leftovers (the pass is being cancelled)."""
+        while True:
+            try:
+                self.leftovers.append(receive.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                break
 
     async def _write_whole(self, receive: MemoryObjectReceiveStream[RunResult], summary: PassSummary) -> None:
         """Keep the pass's results and store them in one batch at its end.
@@ -331,13 +330,13 @@ class PassRunner:
                 async for result in receive:
                     self.leftovers.append(result)
             except anyio.get_cancelled_exc_class():
-                while True:
-                    try:
-                        self.leftovers.append(receive.receive_nowait())
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
+                self._keep_queued(receive)
                 raise
         batch, self.leftovers = self.leftovers, []
+        await self._store_counted(batch, summary)
+
+    async def _store_counted(self, batch: list[RunResult], summary: PassSummary) -> None:
+        """Store ``batch`` (shielded: a batch being written is finished) and count it in ``summary``."""
         with anyio.CancelScope(shield=True):
             await self._store(batch)
         for result in batch:

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 WRITE_TIMEOUT_S = 15.0  # a write that hangs this long (a frozen server) counts as unreachable
 RETRY_MIN_S, RETRY_MAX_S = 0.5, 5.0
 DEFAULT_MEMORY_RUNS = 2_000
+DRAIN_RUNS = 500  # runs per transaction when writing the backlog
 DROP_REASONS = {
     "expired": "the database was unreachable for longer than the backlog's bound (service.outage_buffer_s)",
     "rejected": "the database refused them",
@@ -107,6 +108,7 @@ class ResultBacklog:
         self.written = 0  # runs written from the backlog
         self.wake = anyio.Event()
         self.writing = anyio.Lock()
+        self.isolate = False  # write the head batch alone next: a group of batches was refused
         if self.spool is not None and self.spool.pending_runs:
             log.warning("%d results spooled by an earlier run are waiting for the database", self.runs)
 
@@ -171,19 +173,27 @@ class ResultBacklog:
 
     async def _write_head(self) -> bool:
         self._expire()
-        head = self._head()
-        if head is None:
+        # Several queued passes per transaction, so the backlog drains faster than passes arrive;
+        # after a refusal, the head alone, so that only the batch at fault is dropped.
+        group = self._oldest(1 if self.isolate else DRAIN_RUNS)
+        if not group:
             return True
+        runs = [r for batch in group for r in batch.runs]
         try:
-            await self._write(head.runs, check_stored=True)
+            await self._write(runs, check_stored=True)
         except Exception as exc:
             if unreachable(exc):
                 return False
-            log.exception("the database refused %d queued results; dropping them", len(head.runs))
-            self._drop(head, "rejected")
+            if len(group) > 1:
+                self.isolate = True
+                return True
+            log.exception("the database refused %d queued results; dropping them", len(runs))
+            self.isolate = False
+            self._drop(group[0], "rejected")
             return True
-        self._pop()
-        self.written += len(head.runs)
+        self.isolate = False
+        self._pop(len(group))
+        self.written += len(runs)
         if not self.runs:
             log.info("result backlog written: the database is back")
         return True
@@ -228,11 +238,25 @@ class ResultBacklog:
             return self.memory[0]
         return self.spool.head() if self.spool else None
 
-    def _pop(self) -> None:
+    def _oldest(self, max_runs: int) -> list[Batch]:
+        """The oldest batches, up to ``max_runs`` runs, from memory or else from the spool."""
         if self.memory:
-            self.in_memory -= len(self.memory.popleft().runs)
+            group: list[Batch] = []
+            runs = 0
+            for batch in self.memory:
+                if group and runs + len(batch.runs) > max_runs:
+                    break
+                group.append(batch)
+                runs += len(batch.runs)
+            return group
+        return self.spool.peek(max_runs) if self.spool else []
+
+    def _pop(self, count: int = 1) -> None:
+        if self.memory:
+            for _ in range(count):
+                self.in_memory -= len(self.memory.popleft().runs)
         elif self.spool is not None:
-            self.spool.pop()
+            self.spool.pop(count)
         if not self.runs:
             self.dropped_passes.clear()
 

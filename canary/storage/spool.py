@@ -154,12 +154,28 @@ class SpoolFile:
             self._head = (self.read_at, decode(self.file.readline()))
         return self._head[1]
 
-    def pop(self) -> None:
-        """Mark the head as done (stored or dropped); an empty file is truncated."""
+    def peek(self, max_runs: int) -> list[Batch]:
+        """The oldest batches, up to ``max_runs`` runs (at least one batch while any is left)."""
+        batches: list[Batch] = []
+        at, runs = self.read_at, 0
+        while at < self.end:
+            self.file.seek(at)
+            line = self.file.readline()
+            batch = decode(line)
+            if batches and runs + len(batch.runs) > max_runs:
+                break
+            batches.append(batch)
+            at += len(line)
+            runs += len(batch.runs)
+        return batches
+
+    def pop(self, count: int = 1) -> None:
+        """Mark the ``count`` oldest batches done (stored or dropped); an empty file is truncated."""
         self.file.seek(self.read_at)
-        line = self.file.readline()
-        self.read_at += len(line)
-        self.pending_runs -= len(json.loads(line)["runs"])
+        for _ in range(count):
+            line = self.file.readline()
+            self.read_at += len(line)
+            self.pending_runs -= len(json.loads(line)["runs"])
         if self.read_at >= self.end:
             self.file.truncate(0)
             self.read_at = self.end = self.pending_runs = 0

@@ -12,6 +12,19 @@ from tests.upstream import SERVED_BY, chat_body
 
 Scope = dict[str, Any]
 
+# One probe sent three times, scored only on whether it was answered: what the fault tests send.
+REPEAT = 3
+ONE_PROBE = f"""
+[defaults]
+scorers = ["answered"]
+
+[[probe]]
+id = "capital"
+prompt = "Capital of France?"
+reference_answer = "Paris"
+repeat = {REPEAT}
+"""
+
 
 async def read_body(receive: Any) -> bytes:
     body = b""

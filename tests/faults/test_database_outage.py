@@ -29,21 +29,11 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.faults.database import StoppableDatabase
+from tests.faults.misbehaving import ONE_PROBE, REPEAT
 from tests.loopback import serve_in_thread
 from tests.upstream import ScriptedUpstream
 
 CELLS = 4
-REPEAT = 3  # runs per pass, sent one after another
-PROBES = f"""
-[defaults]
-scorers = ["answered"]
-
-[[probe]]
-id = "capital"
-prompt = "Capital of France?"
-reference_answer = "Paris"
-repeat = {REPEAT}
-"""
 
 
 def free_port() -> int:
@@ -86,7 +76,7 @@ def probing_service(
     upstream = ScriptedUpstream()
     with serve_in_thread(upstream.app) as server:
         (tmp_path / "probes").mkdir()
-        (tmp_path / "probes" / "one.toml").write_text(PROBES)
+        (tmp_path / "probes" / "one.toml").write_text(ONE_PROBE)
         port = free_port()
         text = (
             'probes_dir = "probes"\n[defaults]\ninterval_s = 1\njitter_s = 0\n'

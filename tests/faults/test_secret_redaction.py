@@ -13,21 +13,11 @@ import sqlalchemy as sa
 
 from canary.config.secrets import REDACTED, redact, register_secret
 from canary.logs import configure_logging
-from tests.faults.misbehaving import EchoHeadersUpstream
+from tests.faults.misbehaving import ONE_PROBE, EchoHeadersUpstream
 from tests.loopback import serve_in_thread
 
 KEY = "sk-faults-ECHOED-4c1d9e77"
 HEADER_SECRET = "hdr-faults-SECRET-0a9b8c"
-PROBES = """
-[defaults]
-scorers = ["answered"]
-
-[[probe]]
-id = "capital"
-prompt = "Capital of France?"
-reference_answer = "Paris"
-repeat = 3
-"""
 
 
 def text_rows(db_url: str) -> list[str]:
@@ -48,7 +38,7 @@ def text_rows(db_url: str) -> list[str]:
 
 def test_a_401_echoing_request_headers_leaves_no_key_in_database_or_logs(db_url: str, tmp_path: Path) -> None:
     (tmp_path / "probes").mkdir()
-    (tmp_path / "probes" / "one.toml").write_text(PROBES)
+    (tmp_path / "probes" / "one.toml").write_text(ONE_PROBE)
     with serve_in_thread(EchoHeadersUpstream()) as server:
         (tmp_path / "canary.toml").write_text(
             'probes_dir = "probes"\n[[targets]]\nmodel = "m"\nplatform = "p"\npool = "a"\n'

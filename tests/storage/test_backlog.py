@@ -3,6 +3,7 @@ that survives a restart, memory then file, and a bound that drops whole passes, 
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
@@ -77,12 +78,13 @@ async def test_a_batch_retried_after_an_ambiguous_commit_is_stored_once(engine: 
     async with engine.begin() as conn:  # the commit went through, but its answer was lost
         await write_results(conn, runs[:5])
     backlog = ResultBacklog(engine, None)
-    backlog.memory.append(Batch(runs, 0.0))  # so the batch is queued again, as store() does then
+    backlog.memory.append(Batch(runs, time.time()))  # so the batch is queued again, as store() does then
     backlog.in_memory = 5
     later = a_pass(tid, pk, 2, T0 + timedelta(minutes=1))
     await backlog.store(later)  # queued behind: order is kept
     assert backlog.runs == 7
     assert await backlog.drain(10)
+    assert not backlog.dropped  # the retry itself found its runs stored (checked below)
     assert await stored(engine) == [(r.pass_id, r.repeat_index) for r in runs + later]
 
 
@@ -129,3 +131,20 @@ async def test_past_the_bound_whole_passes_are_dropped_counted_and_logged(
     assert drops == [("expired", 2), ("expired", 2)]  # the pass's younger half went with it
     assert await stored(engine) == [(r.pass_id, r.repeat_index) for r in recent]
     assert "dropped 4 results (expired)" in caplog.text  # one line for the sweep
+
+
+async def test_a_batch_the_database_refuses_is_dropped_alone_and_the_others_are_written(
+    engine: AsyncEngine,
+) -> None:
+    tid, pk = await cell(engine)
+    drops: list[tuple[str, int]] = []
+    backlog = ResultBacklog(engine, None, on_drop=lambda *d: drops.append(d))
+    good, bad, later = (a_pass(tid, pk, 2, T0 + timedelta(minutes=m)) for m in range(3))
+    for run in bad:
+        run.completion = Completion(ok=True, text="NUL \x00 is not text to PostgreSQL")
+    for runs in (good, bad, later):
+        backlog.memory.append(Batch(runs, time.time()))  # queued during an outage
+        backlog.in_memory += len(runs)
+    assert await backlog.drain(10)
+    assert drops == [("rejected", 2)]
+    assert await stored(engine) == [(r.pass_id, r.repeat_index) for r in good + later]
