@@ -253,6 +253,9 @@ async def load_status(
     """
     data = StatusData(now=now)
     async with engine.connect() as conn:
+        # Each statement reads at most ~100k rollup rows: parallel workers cost more CPU than
+        # they save, and on a busy host they wait for a core.
+        await conn.execute(sa.text("SET LOCAL max_parallel_workers_per_gather = 0"))
         for a in (await conn.execute(sa.text(ALERTS_SQL))).all():
             evidence = a.message or a.summary
             link = evidence_path(a.finding_id, a.fingerprint)
