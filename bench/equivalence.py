@@ -12,6 +12,11 @@ reference implementation:
   time; after each request the test looks at everything so far, at ``ALPHA / MAX_LOOKS`` per
   look (Bonferroni over the looks keeps the whole run at ``ALPHA``). Tokens counted: the scored
   continuation tokens (the request generates none).
+- **MMD** (:func:`canary.stats.mmd.mmd_test`, for providers without logprobs), at each fault's
+  higher intensity: each round draws ``MMD_SAMPLES`` completions of every sampled probe from the
+  broken cell and from one peer in turn through the fleet's own JAX sampler (temperature 1); the
+  test looks after the rounds in ``MMD_LOOKS`` at ``ALPHA / len(MMD_LOOKS)``, over ``MMD_SEEDS``
+  seeds (the sampling is the slow part); tokens counted: the broken cell's output tokens.
 - **greedy agreement** (:func:`canary.stats.agreement.greedy_comparison`) and the **pass/fail
   scorers** (:func:`canary.scoring.score_completion`, peer CMH test as detection does) on the
   same stream of temperature-0 catalog answers, decoded from the fleet's own logits (at
@@ -47,10 +52,11 @@ from canary.fleet.perturb import Perturbation, pool_key  # noqa: E402
 from canary.fleet.vocab import build_vocabulary, tokenize  # noqa: E402
 from canary.probing.catalog import Probe, load_catalog  # noqa: E402
 from canary.probing.completion import Completion  # noqa: E402
-from canary.probing.equivalence import ForcedProbe, load_equivalence  # noqa: E402
+from canary.probing.equivalence import ForcedProbe, SampledProbe, load_equivalence  # noqa: E402
 from canary.scoring import ScoringContext, score_completion  # noqa: E402
 from canary.stats.agreement import greedy_comparison  # noqa: E402
 from canary.stats.equivalence import forced_comparison  # noqa: E402
+from canary.stats.mmd import mmd_test  # noqa: E402
 from canary.stats.rates import cmh_test  # noqa: E402
 
 ALPHA = 0.001
@@ -64,6 +70,9 @@ FAULTS = {  # fault -> (broken pool, intensities)
     "kv_quant": (("cloud-a", "short-context"), (0.25, 1.0)),
     "context_config": (("first-party", "long-context"), (0.5, 1.0)),
 }
+MMD_SEEDS = 5  # sampling through the JAX sampler is the slow part: fewer seeds, higher intensities only
+MMD_SAMPLES = 10  # per prompt and round, as in Model Equality Testing
+MMD_LOOKS = (1, 2, 4, 8)  # rounds after which the test looks
 PASSFAIL_SETS = ("prose-en", "arithmetic", "facts", "code-python", "code-javascript", "code-sql", "code-bash")
 
 
@@ -74,6 +83,7 @@ class World:
     model: SyntheticModel
     book: AnswerBook
     forced: tuple[ForcedProbe, ...]
+    sampled: tuple[SampledProbe, ...]
     probes: list[Probe]
     prompt_tokens: dict[str, int] = field(default_factory=dict)
 
@@ -84,9 +94,8 @@ def build_world() -> World:
     book = AnswerBook(catalog, equivalence)
     model = SyntheticModel(default_fleet_config().models[0], build_vocabulary(book.texts()))
     probes = [p for p in catalog.probes if p.probe_set in PASSFAIL_SETS and p.spec.temperature == 0.0]
-    return World(
-        model, book, equivalence.forced, probes, {p.id: len(tokenize(p.prompt)) for p in equivalence.forced}
-    )
+    prompt_tokens = {p.id: len(tokenize(p.prompt)) for p in equivalence.forced}
+    return World(model, book, equivalence.forced, equivalence.sampled, probes, prompt_tokens)
 
 
 def perturbation(
@@ -195,6 +204,71 @@ def stream_detection(
     return scorer, greedy
 
 
+def sample_answers(
+    world: World, dtype: str, perturb: Perturbation | None, samples: int, seed: int
+) -> tuple[list[tuple[int, str]], int]:
+    """``samples`` completions of every sampled probe, decoded in one batch by the fleet's JAX sampler.
+
+    Returns (prompt index, text) pairs and the output tokens they took.
+    """
+    from canary.fleet.sampler import fleet_step  # JAX: imported only when MMD is measured
+
+    model, vocab = world.model, world.model.vocab
+    jobs = [(i, p) for i, p in enumerate(world.sampled) for _ in range(samples)]
+    plans = [model.plan(world.book.lookup(p.prompt)) for _, p in jobs]
+    rows = 1 << max(0, (len(jobs) - 1).bit_length())
+    logits = np.zeros((rows, len(vocab)), dtype=np.float32)
+    temperature = np.zeros(rows, dtype=np.float32)
+    temperature[: len(jobs)] = [p.temperature for _, p in jobs]
+    ones, zeros = np.ones(rows, dtype=np.float32), np.zeros(rows, dtype=np.float32)
+    faults = [RowFaults(rng=np.random.default_rng([seed, k]), perturb=perturb) for k in range(len(jobs))]
+    pos, pieces, live = [0] * len(jobs), [[] for _ in jobs], set(range(len(jobs)))
+    for step in range(max(p.max_tokens for p in world.sampled)):
+        for k in live:
+            model.logits(plans[k], pos[k], step, faults[k], logits[k])
+        batch = logits.astype(ml_dtypes.bfloat16).astype(np.float32) if dtype == "bf16" else logits
+        chosen = np.asarray(
+            fleet_step(batch, np.uint32(seed * 1000 + step), temperature, ones, zeros, top_k=0)
+        )
+        for k in list(live):
+            token = int(chosen[k])
+            if token == vocab.eos or len(pieces[k]) >= jobs[k][1].max_tokens:
+                live.discard(k)
+                continue
+            pieces[k].append(vocab.tokens[token])
+            if not model.is_inserted(plans[k], token):
+                pos[k] += 1
+        if not live:
+            break
+    texts = [(i, "".join(pieces[k])) for k, (i, _) in enumerate(jobs)]
+    return texts, sum(len(p) for p in pieces)
+
+
+def mmd_detection(
+    world: World, broken: tuple[str, str], perturb: Perturbation | None, seed: int
+) -> tuple[int | None, int | None]:
+    """(output tokens, rounds) until MMD tells the broken cell's samples from its peers' (pooled)."""
+    rng = np.random.default_rng([seed, 99])
+    peers = [c for c in CELLS if c != broken]
+    mine: list[tuple[int, str]] = []
+    theirs: list[tuple[int, str]] = []
+    tokens = 0
+    alpha = ALPHA / len(MMD_LOOKS)
+    for round_ in range(1, MMD_LOOKS[-1] + 1):
+        texts, spent = sample_answers(world, DTYPE[broken[0]], perturb, MMD_SAMPLES, seed * 100 + round_)
+        mine += texts
+        tokens += spent
+        # The peers' pool grows as fast as the cell's: one peer per round, in turn.
+        peer = peers[(round_ - 1) % len(peers)]
+        theirs += sample_answers(world, DTYPE[peer[0]], None, MMD_SAMPLES, seed * 100 + round_ + 50)[0]
+        if round_ in MMD_LOOKS:
+            if mmd_test(mine, theirs, rng, permutations=int(2 / alpha), alpha=alpha).p_value < alpha:
+                return tokens, round_
+        if tokens >= BUDGET_TOKENS:
+            break
+    return None, None
+
+
 def median_or_none(values: list[int | None]) -> float | None:
     """The median with misses as +infinity: None when more than half missed."""
     ranked = sorted(values, key=lambda v: float("inf") if v is None else v)
@@ -207,6 +281,7 @@ def median_or_none(values: list[int | None]) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=SEEDS)
+    parser.add_argument("--mmd-seeds", type=int, default=MMD_SEEDS, help="0 skips the MMD column")
     args = parser.parse_args()
     print_machine()
     started = time.perf_counter()
@@ -219,6 +294,7 @@ def main() -> None:
     detected_share: dict[str, dict[str, float]] = {}
     scorer_tokens: dict[str, dict[str, float | None]] = {}
     greedy_tokens: dict[str, dict[str, float | None]] = {}
+    mmd_tokens: dict[str, dict[str, float | None]] = {}
     false_alarms = 0
     healthy_streams = {
         seed: {cell: ForcedStream(world, cell, seed, None) for cell in CELLS} for seed in range(args.seeds)
@@ -231,7 +307,7 @@ def main() -> None:
     print(f"healthy fleet: {false_alarms} false alarms over {args.seeds} seeds x {len(CELLS)} cells")
     print(
         f"{'fault':<16}{'intensity':>10}{'forced tokens':>15}{'requests':>10}{'detected':>10}"
-        f"{'greedy tokens':>15}{'scorer tokens':>15}"
+        f"{'greedy tokens':>15}{'scorer tokens':>15}{'MMD tokens':>12}"
     )
     for fault, (broken, intensities) in FAULTS.items():
         for intensity in intensities:
@@ -249,7 +325,12 @@ def main() -> None:
                 scorer, greedy = stream_detection(world, broken, perturb, peer_answers)
                 found_scorer.append(scorer)
                 found_greedy.append(greedy)
+            found_mmd = [
+                mmd_detection(world, broken, perturbation(fault, intensity, broken, seed), seed)[0]
+                for seed in range(args.mmd_seeds if intensity == max(intensities) else 0)
+            ]
             key = f"{intensity:g}"
+            mmd_tokens.setdefault(fault, {})[key] = median_or_none(found_mmd) if found_mmd else None
             forced_tokens.setdefault(fault, {})[key] = median_or_none(found_tokens)
             forced_requests.setdefault(fault, {})[key] = median_or_none(found_requests)
             detected_share.setdefault(fault, {})[key] = sum(t is not None for t in found_tokens) / args.seeds
@@ -259,6 +340,7 @@ def main() -> None:
                 f"{fault:<16}{intensity:>10g}{_show(forced_tokens[fault][key]):>15}"
                 f"{_show(forced_requests[fault][key]):>10}{detected_share[fault][key]:>10.0%}"
                 f"{_show(greedy_tokens[fault][key]):>15}{_show(scorer_tokens[fault][key]):>15}"
+                f"{_show(mmd_tokens[fault][key]):>12}"
             )
     high = {fault: forced_tokens[fault][f"{max(i):g}"] for fault, (_, i) in FAULTS.items()}
     bar = all(v is not None and v <= 10_000 for v in high.values()) and false_alarms == 0
@@ -278,6 +360,8 @@ def main() -> None:
                 "requests_to_detect": forced_requests,
                 "detected_share": detected_share,
                 "greedy_tokens_to_detect": greedy_tokens,
+                "mmd_tokens_to_detect": mmd_tokens,
+                "mmd_seeds": args.mmd_seeds,
                 "scorer_tokens_to_detect": scorer_tokens,
                 "false_alarms": false_alarms,
                 "seeds": args.seeds,
