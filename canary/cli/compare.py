@@ -34,8 +34,20 @@ TESTS = ("forced", "greedy", "sampled")
     default=None,
     help="Globs over the peers to compare them with (default: every other cell of the same model).",
 )
-@click.option("--budget-tokens", default=20_000, show_default=True, type=click.IntRange(min=100))
-@click.option("--alpha", default=0.001, show_default=True, type=click.FloatRange(0.0, 0.5, min_open=True))
+@click.option(
+    "--budget-tokens",
+    default=20_000,
+    show_default=True,
+    type=click.IntRange(min=100),
+    help="Tokens (input and output) each cell may spend; forced rounds stop before passing it.",
+)
+@click.option(
+    "--alpha",
+    default=0.001,
+    show_default=True,
+    type=click.FloatRange(0.0, 0.5, min_open=True),
+    help="False-different level of the whole table (Bonferroni over its tests).",
+)
 @click.option("--seed", default=0, show_default=True, help="Seed of the MMD permutations.")
 @log_level_option
 def compare_command(
@@ -89,6 +101,9 @@ def compare_command(
         verdicts.append(cell_verdict([c for _, c in results]))
         rows.extend((target.cell, len(group), test, c, evidence[target.cell]) for test, c in results)
     console.print(_table(rows))
+    for cell, ev in evidence.items():
+        if ev.errors:  # a failed request is a gap in the evidence, shown, never a crash
+            console.print(f"{cell}: {len(ev.errors)} requests failed (first: {ev.errors[0]})", style="yellow")
     code = exit_code(verdicts)
     console.print({0: "equivalent", 1: "DIFFERENT", 2: "not enough evidence"}[code])
     sys.exit(code)

@@ -6,6 +6,7 @@ the cell with its peers on what they all answered:
 
 - ``forced``: the (probe, round) keys every one of them scored with the same number of tokens
   (a different token count means a different tokenizer: a different model, reported as such);
+  a peer that scored nothing at all (down, or refusing echo) is left out;
 - ``greedy``: the prompts the cell and at least two peers answered;
 - ``sampled``: the cell's samples against the peers' pooled, prompt by prompt (MMD).
 
@@ -34,6 +35,7 @@ def _inconclusive(statistic: str, n: int = 0) -> Comparison:
 
 
 def compare_forced(cell: Forced, peers: Sequence[Forced], alpha: float) -> Comparison:
+    peers = [p for p in peers if p]  # a peer that scored nothing (down, refusing echo) is no evidence
     keys = [k for k in cell if peers and all(k in p for p in peers)]
     same = [k for k in keys if all(len(p[k]) == len(cell[k]) for p in peers)]
     if keys and not same:

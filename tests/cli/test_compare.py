@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,3 +82,20 @@ def test_forced_on_a_provider_without_prompt_logprobs_names_the_key() -> None:
 def test_compare_has_help() -> None:
     result = CliRunner().invoke(compare_command, ["--help"])
     assert result.exit_code == 0 and "--budget-tokens" in result.output and "--against" in result.output
+
+
+def test_a_peer_that_does_not_answer_is_a_gap_in_the_evidence_not_a_crash(
+    fleet: RunningFleet, tmp_path: Path
+) -> None:
+    fleet.clear_faults()
+    config = write_config(fleet, tmp_path / "canary.toml")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = {"model": "canary-small", "platform": "nowhere", "pool": "x", "provider": "openai-completions"}
+    down |= {"base_url": f"http://127.0.0.1:{port}/v1", "model_id": "canary-small", "timeout_s": 2}
+    with config.open("a") as f:
+        f.write("[[targets]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in down.items()))
+    code, output = compare(config, "--cells", "canary-small/cloud-a/long-context")
+    assert code == 0, output
+    assert "canary-small/nowhere/x:" in output and "requests failed" in output
