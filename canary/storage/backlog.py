@@ -102,7 +102,8 @@ class ResultBacklog:
         self.clock = clock
         self.memory: deque[Batch] = deque()
         self.in_memory = 0  # runs in ``memory``
-        self.spool = SpoolFile(spool_dir) if spool_dir is not None else None
+        database = engine.url.render_as_string(hide_password=True)
+        self.spool = SpoolFile(spool_dir, database) if spool_dir is not None else None
         self.dropped: Counter[str] = Counter()
         self.dropped_passes: set[Any] = set()  # passes part of which was dropped: drop the rest too
         self.written = 0  # runs written from the backlog

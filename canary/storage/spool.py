@@ -5,13 +5,16 @@ from an offset that a sidecar file (``<name>.offset``) keeps across restarts, so
 restarted during an outage resumes where it stopped. Writing a batch again after a crash is
 harmless: the backlog skips runs already stored (:func:`canary.storage.backlog.unstored`).
 
-Each replica holds an exclusive ``flock`` on its file; a second replica on the same machine and
-directory takes the next free name (``results-1.jsonl``...), so two never interleave.
+The file is named after the database (``results-<hash of its URL>.jsonl``): spooled runs carry
+that database's cell and probe ids, so they must never be replayed into another one. Each
+replica holds an exclusive ``flock`` on its file; a second replica on the same machine, directory
+and database takes the next free name (``results-<hash>-1.jsonl``...), so two never interleave.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import uuid
@@ -105,9 +108,10 @@ def decode(line: bytes) -> Batch:
 class SpoolFile:
     """An append-only file of batches with a durable read offset; one process per file."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, database: str = "") -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        self.path, self.file = self._claim(directory)
+        key = hashlib.sha256(database.encode()).hexdigest()[:12]
+        self.path, self.file = self._claim(directory, f"results-{key}")
         self.offset_path = self.path.with_name(self.path.name + ".offset")
         self._head: tuple[int, Batch] | None = None  # (offset, batch) of the last head read
         try:
@@ -121,9 +125,9 @@ class SpoolFile:
         self.pending_runs = sum(len(b.runs) for b in self.batches()) if self.end > self.read_at else 0
 
     @staticmethod
-    def _claim(directory: Path) -> tuple[Path, IO[bytes]]:
+    def _claim(directory: Path, stem: str) -> tuple[Path, IO[bytes]]:
         for i in range(MAX_SPOOL_FILES):
-            path = directory / ("results.jsonl" if i == 0 else f"results-{i}.jsonl")
+            path = directory / (f"{stem}.jsonl" if i == 0 else f"{stem}-{i}.jsonl")
             file = open(path, "a+b")  # noqa: SIM115 - held open (and locked) for the process's life
             try:
                 fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -207,4 +211,8 @@ class SpoolFile:
         self.pending_runs += sum(len(b.runs) for b in batches)
 
     def close(self) -> None:
+        """Release the file; an empty one is removed (one per database would pile up otherwise)."""
+        if self.pending_runs == 0:
+            self.path.unlink(missing_ok=True)  # still under our lock
+            self.offset_path.unlink(missing_ok=True)
         self.file.close()

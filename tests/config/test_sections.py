@@ -207,6 +207,9 @@ def test_unset_secrets_in_every_section_are_errors_at_load(
         ({"service": {"shard": "2/2"}}, "service.shard", "shard index must be in 0..1"),
         ({"service": {"shard": "half"}}, "service.shard", "shard must look like i/N"),
         ({"service": {"verdict": {"alpha": 2}}}, "service.verdict.alpha", "less than 1"),
+        ({"service": {"outage_buffer_s": 0}}, "service.outage_buffer_s", "greater than 0"),
+        ({"service": {"outage_buffer_s": 30 * 86400}}, "service.outage_buffer_s", "less than or equal"),
+        ({"service": {"outage_memory_runs": -1}}, "service.outage_memory_runs", "greater than or equal to 0"),
     ],
 )  # fmt: skip
 def test_section_values_are_checked_at_load(data: dict[str, object], key: str, problem: str) -> None:

@@ -94,7 +94,8 @@ async def test_results_spill_to_the_file_and_a_restarted_backlog_writes_them_in_
     tid, pk = await cell(engine)
     passes = [a_pass(tid, pk, 3, T0 + timedelta(minutes=m)) for m in range(4)]
     dead = async_engine(DEAD_URL)
-    outage = ResultBacklog(dead, tmp_path / "spool", memory_runs=6)
+    outage = ResultBacklog(engine, tmp_path / "spool", memory_runs=6)  # the spool of this database
+    outage.engine = dead  # which is now down
     for runs in passes:
         await outage.store(runs)
     assert outage.runs == 12 and outage.in_memory == 6 and outage.spooled_bytes > 0  # two passes each
@@ -102,12 +103,16 @@ async def test_results_spill_to_the_file_and_a_restarted_backlog_writes_them_in_
     outage.close()  # a shutdown while the database is still away: memory goes to the file too
     await dead.dispose()
 
+    elsewhere = ResultBacklog(dead, tmp_path / "spool")
+    assert elsewhere.runs == 0  # another database never sees these runs (their ids are not its own)
+    elsewhere.close()
     restarted = ResultBacklog(engine, tmp_path / "spool")
     assert restarted.runs == 12
     assert await restarted.drain(10)
     assert await stored(engine) == [(r.pass_id, r.repeat_index) for runs in passes for r in runs]
-    assert restarted.spooled_bytes == 0 and (tmp_path / "spool" / "results.jsonl").stat().st_size == 0
+    assert restarted.spool is not None and restarted.spool.path.stat().st_size == 0
     restarted.close()
+    assert not list((tmp_path / "spool").iterdir())  # nothing left behind once written
 
 
 async def test_past_the_bound_whole_passes_are_dropped_counted_and_logged(
