@@ -17,6 +17,7 @@ says different, else ``inconclusive``; the table's exit code follows (1 / 0 / 2)
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 
@@ -54,7 +55,12 @@ def compare_greedy(cell: Texts, peers: Sequence[Texts], alpha: float) -> Compari
         return _inconclusive("greedy_divergence")
     mine = {k: list(cell[k]) for k in prompts}
     theirs = {k: [list(p[k]) for p in peers if k in p] for k in prompts}
-    return greedy_comparison(mine, theirs, alpha=alpha)[0]
+    result, positions = greedy_comparison(mine, theirs, alpha=alpha)
+    if not positions:
+        return result
+    # Where the cell's answers leave the consensus, for the on-call reader: the median first token.
+    where = f"{result.statistic} (median first divergent token {int(np.median(positions))})"
+    return dataclasses.replace(result, statistic=where)
 
 
 def compare_sampled(

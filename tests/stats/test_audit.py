@@ -44,3 +44,10 @@ def test_cell_verdicts_and_exit_codes() -> None:
     assert exit_code(["equivalent", "equivalent"]) == 0
     assert exit_code(["equivalent", "different"]) == 1
     assert exit_code(["equivalent", "inconclusive"]) == 2 and exit_code([]) == 2
+
+
+def test_greedy_says_where_the_cells_answers_leave_the_consensus() -> None:
+    peers = [{f"p{i}": [f"the answer {i} is here"] * 2 for i in range(4)} for _ in range(3)]
+    cell = {f"p{i}": [f"the answer {i} was here"] * 2 for i in range(4)}
+    result = compare_greedy(cell, peers, 0.01)
+    assert result.statistic == "greedy_divergence (median first divergent token 3)"
