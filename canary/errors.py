@@ -3,7 +3,8 @@
     CanaryError
     ├── ConfigError            bad canary.toml, probe file or fleet file: names file, key path, problem
     ├── SecretError            an ``env:NAME`` reference whose variable is unset
-    └── DeliveryError          a webhook receiver refused or failed (``permanent`` stops retries)
+    ├── DeliveryError          a webhook receiver refused or failed (``permanent`` stops retries)
+    └── LeadershipLost         a singleton duty tried to commit without the leader lease (fenced)
 
 Provider failures are *not* exceptions that escape a pass: every provider turns a timeout,
 429, 5xx, connection error or malformed body into a failed ``Completion`` whose ``reason``
@@ -50,6 +51,10 @@ class DeliveryError(CanaryError):
     def __init__(self, message: str, *, permanent: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
+
+
+class LeadershipLost(CanaryError):
+    """This replica no longer holds the leader lease; the write it was about to commit is refused."""
 
 
 class FailureReason(StrEnum):

@@ -35,7 +35,9 @@ token_option = click.option(
 @data_dir_option
 @click.option("--host", default=None, help="Listen address (service.host).")
 @click.option("--port", type=int, default=None, help="Listen port (service.port).")
-@click.option("--shard", default=None, help="This replica's share of the cells, i/N (service.shard).")
+@click.option(
+    "--shard", default=None, help="A static share of the cells, i/N (service.shard); default: shared."
+)
 @click.option("--log-level", default="INFO", show_default=True)
 def serve_command(
     config_path: Path,
@@ -47,8 +49,9 @@ def serve_command(
 ) -> None:
     """Run the service: scheduled probes, detection, alerts, verdicts, HTTP API and /metrics.
 
-    Replicas sharing one database each take --shard i/N of the cells; detection, alert dispatch
-    and verdicts run on one replica at a time. SIGTERM or Ctrl-C shuts down gracefully.
+    Replicas sharing one database split the cells over the live replicas (a dead one's cells are
+    taken over), or each take a static --shard i/N; detection, alert dispatch and verdicts run on
+    the replica holding the leader lease. SIGTERM or Ctrl-C shuts down gracefully.
     """
     import anyio
 
@@ -66,7 +69,7 @@ def serve_command(
         catalog = load_catalog(config.probes_dir)
         overrides = {k: v for k, v in {"host": host, "port": port, "shard": shard}.items() if v is not None}
         spec = config.service.model_copy(update=overrides)
-        parsed_shard = Shard.parse(spec.shard)
+        parsed_shard = Shard.parse(spec.shard) if spec.shard else None
     except ConfigError as exc:
         fail_config(exc)
     except ValueError as exc:

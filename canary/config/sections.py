@@ -172,9 +172,13 @@ class ServiceSpec(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     api_token: str | None = None  # "env:NAME"; without it every write endpoint answers 403
-    shard: str = "0/1"
+    # None: take a share of the cells over the live replicas; "i/N": a static share (no takeover).
+    shard: str | None = None
     shutdown_grace_s: float = Field(default=10.0, ge=0)
-    lock_retry_s: float = Field(default=5.0, gt=0)
+    # The singleton duties' lease: a hung leader's duties move within 1.25 x leader_lease_s.
+    leader_lease_s: float = Field(default=15.0, ge=1, le=600)
+    # Replica heartbeats: a dead replica's cells are probed again within 2 x heartbeat_s.
+    heartbeat_s: float = Field(default=5.0, ge=0.5, le=300)
     refresh_s: float = Field(default=5.0, gt=0)  # deploy bursts and database gauges
     verdict_interval_s: float = Field(default=30.0, gt=0)
     db_pool_size: int = Field(default=10, ge=1, le=200)
@@ -186,10 +190,23 @@ class ServiceSpec(BaseModel):
     schedule: ScheduleSpec = ScheduleSpec()
     verdict: VerdictPolicy = VerdictPolicy()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_keys(cls, data: Any) -> Any:
+        # Leadership was an advisory lock retried every lock_retry_s; a SIGSTOPped leader kept it.
+        if isinstance(data, dict) and "lock_retry_s" in data:
+            raise ValueError(
+                "'lock_retry_s' was removed: leadership is a lease now; set 'leader_lease_s' (a hung"
+                " leader's duties move to another replica within 1.25 x leader_lease_s)"
+            )
+        return data
+
     @field_validator("shard")
     @classmethod
-    def _shard_form(cls, v: str) -> str:
+    def _shard_form(cls, v: str | None) -> str | None:
         # The same rule as canary.probing.scheduler.Shard.parse, checked at load.
+        if v is None:
+            return v
         index, _, count = v.partition("/")
         if not (index.isdigit() and count.isdigit()):
             raise ValueError(f"shard must look like i/N, got {v!r}")

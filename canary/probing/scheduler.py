@@ -1,9 +1,11 @@
-"""Probe scheduling: one APScheduler job per (cell, probe set), sharded across replicas.
+"""Probe scheduling: one APScheduler job per (cell, probe set), for the cells this replica holds.
 
 Each replica keeps its jobs in APScheduler's in-memory store. APScheduler 3 must not share a
 job store between processes (its FAQ says so, and two processes on one SQLAlchemy store ran
-every job twice), so replicas split the cells by a stable hash instead (``--shard i/N``, as
-Prometheus' ``hashmod`` does) and never coordinate per job.
+every job twice), so replicas split the cells instead and never coordinate per job: the service's
+membership (:mod:`canary.service.membership`) claims cells in PostgreSQL and tells the scheduler
+which to probe (:meth:`ProbeScheduler.set_cells`); a static ``--shard i/N`` (a stable hash, as
+Prometheus' ``hashmod`` does) limits the cells a replica may ever claim.
 
 A job runs one pass on its cell through the service's single :class:`CellPool`, so all probe
 sets of a cell share its concurrency and requests-per-minute budget. ``max_instances=1`` and
@@ -17,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -112,30 +114,65 @@ class ProbeScheduler:
         spec: ScheduleSpec,
         metrics: ServiceMetrics,
         backlog: ResultBacklog | None = None,
+        may_probe: Callable[[str], bool] | None = None,
     ) -> None:
         self.engine, self.cells, self.spec, self.metrics = engine, cells, spec, metrics
         self.backlog = backlog  # where passes store: kept through a database outage
-        self.jobs = {job.key: job for job in jobs}
+        self.jobs = {job.key: job for job in jobs}  # every job this replica may be given
+        self.may_probe = may_probe  # checked before each pass: does this replica still hold the cell?
         self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self.owned: set[str] = set()  # cells whose jobs are scheduled now
+        self.spread = True  # the first cells given spread their first runs; later ones start at once
         self.bursts: dict[str, str] = {}  # cell -> deploy id, for cells under a verdict
         self.scheduled: dict[str, datetime] = {}  # APScheduler job id -> scheduled run time
-        self.in_flight: set[asyncio.Task[object]] = set()
+        self.bursts_wanted: dict[str, str] = {}  # the last bursts asked for, owned or not
+        self.in_flight: dict[asyncio.Task[object], str] = {}  # running pass -> its cell
         self.started = False
 
-    def start(self, now: datetime | None = None) -> None:
-        """Add every job with a phase spread over ``start_spread_s`` (stable per job), then start."""
-        now = now or datetime.now(UTC)
+    def start(self, now: datetime | None = None, cells: set[str] | None = None) -> None:
+        """Start with the jobs of ``cells`` (default: every job's cell) scheduled."""
         self.scheduler.add_listener(
             self._on_event, EVENT_JOB_SUBMITTED | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
         )
-        for job in self.jobs.values():
-            phase = (stable_hash(job.key) % 10_000) / 10_000 * min(self.spec.start_spread_s, job.interval_s)
-            self._add(job.key, job.key, job.interval_s, job.jitter_s, now + timedelta(seconds=phase))
         self.scheduler.start()
-        self.metrics.jobs.labels("regular").set(len(self.jobs))
-        for job in sorted(self.jobs.values(), key=lambda j: -j.interval_s):  # the shortest is set last
-            self.metrics.cell_interval.labels(job.cell).set(job.interval_s)
         self.started = True
+        self.set_cells({job.cell for job in self.jobs.values()} if cells is None else cells, now)
+
+    def set_cells(self, cells: set[str], now: datetime | None = None) -> None:
+        """Probe exactly ``cells`` (of those with jobs) from now on.
+
+        The first cells given start with a phase spread over ``start_spread_s`` (stable per job),
+        so a replica does not probe everything at once; a cell given later (taken over from a
+        replica that died) is probed at once. A removed cell's running pass is left to finish.
+        """
+        if not self.started:
+            return  # shut down: nothing more to schedule
+        now = now or datetime.now(UTC)
+        cells = cells & {job.cell for job in self.jobs.values()}
+        for job in self.jobs.values():
+            if job.cell in self.owned - cells:
+                self.scheduler.remove_job(job.key)
+            elif job.cell in cells - self.owned:
+                spread = min(self.spec.start_spread_s, job.interval_s) if self.spread else 0.0
+                phase = (stable_hash(job.key) % 10_000) / 10_000 * spread
+                self._add(job.key, job.key, job.interval_s, job.jitter_s, now + timedelta(seconds=phase))
+        if cells:
+            self.spread = False
+        self.owned = cells
+        self.metrics.jobs.labels("regular").set(sum(job.cell in cells for job in self.jobs.values()))
+        for job in sorted(self.jobs.values(), key=lambda j: -j.interval_s):  # the shortest is set last
+            if job.cell in cells:
+                self.metrics.cell_interval.labels(job.cell).set(job.interval_s)
+        for cell in self.owned - cells:  # another replica probes it now: its series are not ours
+            for gauge in (self.metrics.cell_interval, self.metrics.last_run):
+                try:
+                    gauge.remove(cell)
+                except KeyError:
+                    pass
+        self.set_bursts(self.bursts_wanted, now)
+
+    def running_cells(self) -> set[str]:
+        return set(self.in_flight.values())
 
     def _add(self, job_id: str, key: str, interval_s: float, jitter_s: float, first: datetime) -> None:
         trigger = IntervalTrigger(seconds=interval_s, jitter=jitter_s or None, start_date=first, timezone=UTC)
@@ -162,7 +199,12 @@ class ProbeScheduler:
     def set_bursts(self, bursts: dict[str, str], now: datetime | None = None) -> None:
         """Make exactly the cells in ``bursts`` (cell -> deploy id) burst; owned cells only."""
         now = now or datetime.now(UTC)
-        wanted = {f"burst::{job.key}": job for job in self.jobs.values() if job.cell in bursts}
+        self.bursts_wanted = bursts
+        wanted = {
+            f"burst::{job.key}": job
+            for job in self.jobs.values()
+            if job.cell in bursts and job.cell in self.owned
+        }
         current = {job.id for job in self.scheduler.get_jobs() if job.id.startswith("burst::")}
         for job_id in current - wanted.keys():
             self.scheduler.remove_job(job_id)
@@ -178,11 +220,13 @@ class ProbeScheduler:
         """One pass of one job, bounded by its time limit; failures are counted, never raised."""
         job = self.jobs[key]
         scheduled = self.scheduled.pop(job_id, None)
+        if self.may_probe is not None and not self.may_probe(job.cell):
+            return  # the claim lapsed (a stall, a takeover): the next membership tick decides
         if scheduled is not None:
             self.metrics.lag.observe(max(0.0, (datetime.now(UTC) - scheduled).total_seconds()))
         task = asyncio.current_task()
         assert task is not None
-        self.in_flight.add(task)
+        self.in_flight[task] = job.cell
         self.metrics.in_flight.inc()
         deploy_id = self.bursts.get(job.cell)
         try:
@@ -206,7 +250,7 @@ class ProbeScheduler:
             log.exception("pass on %s (%s) failed", job.cell, job.probe_set)
             self.metrics.pass_errors.labels(job.cell).inc()
         finally:
-            self.in_flight.discard(task)
+            self.in_flight.pop(task, None)
             self.metrics.in_flight.dec()
 
     async def shutdown(self, grace_s: float = 10.0) -> None:

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from canary import __version__
 from canary.config.sections import VerdictPolicy
 from canary.service.limits import MAX_BODY_BYTES, RequestLimits, validation_error
+from canary.service.membership import membership_view
 from canary.service.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from canary.service.status_page import install_status_page
 from canary.storage.counts import score_counts
@@ -83,6 +84,7 @@ class ApiContext:
     backlog: Callable[[], dict[str, Any]] | None = None  # results waiting for the database
     max_body_bytes: int = MAX_BODY_BYTES
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    replica: Callable[[], dict[str, object]] | None = None  # this replica, for /readyz
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
@@ -121,8 +123,20 @@ def create_app(ctx: ApiContext) -> FastAPI:
         ready = database and ctx.ready()
         backlog = ctx.backlog() if ctx.backlog else {"runs": 0}
         status = ("degraded" if backlog["runs"] else "ready") if ready else "not ready"
-        body = {"status": status, "database": database, "scheduler": ctx.ready(), "backlog": backlog}
+        body: dict[str, object] = {
+            "status": status,
+            "database": database,
+            "scheduler": ctx.ready(),
+            "backlog": backlog,
+        }
+        if ctx.replica is not None:
+            body["replica"] = ctx.replica()
         return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/api/replicas", tags=["health"])
+    async def replicas() -> list[dict[str, Any]]:
+        """Every registered replica: live or not, how many cells it probes, whether it leads."""
+        return await membership_view(ctx.engine)
 
     @app.get("/metrics", tags=["health"], response_class=Response)
     async def metrics() -> Response:

@@ -1,19 +1,18 @@
-"""``canary serve`` wiring: engine, cell pool, scheduler, singleton duties, HTTP API, shutdown.
+"""``canary serve`` wiring: engine, cell pool, membership, scheduler, singleton duties, HTTP API, shutdown.
 
-Several replicas may share one PostgreSQL. Each schedules its own shard of cells in memory
-(:mod:`canary.probing.scheduler`); the singleton duties (detection, alert evaluation and dispatch,
-deploy verdicts) run on exactly one replica at a time, the one holding a PostgreSQL advisory
-lock on a dedicated connection. A replica that dies loses its connection and with it the lock;
-the others retry every ``lock_retry_s`` and one of them takes over.
+Several replicas may share one PostgreSQL. Each registers in ``replicas`` with a heartbeat and
+probes the cells it has claimed (:mod:`canary.service.membership`): its share over the live
+replicas by rendezvous hashing, or a static ``--shard i/N``. The singleton duties (detection,
+alert evaluation and dispatch, deploy verdicts, rollups) run on the replica holding the leader
+lease, and write through an engine fenced by it (:mod:`canary.service.leadership`).
 """
 
 from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -22,8 +21,7 @@ import anyio
 import sqlalchemy as sa
 import uvicorn
 from anyio.abc import TaskStatus
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from canary.config.loader import Config
 from canary.config.sections import ServiceSpec
@@ -32,7 +30,9 @@ from canary.probing.catalog import Catalog
 from canary.probing.cells import CellPool
 from canary.probing.scheduler import ProbeScheduler, Shard, plan_jobs
 from canary.service.api import ApiContext, create_app
-from canary.service.identity import LOCK_KEY, application_name
+from canary.service.identity import application_name
+from canary.service.leadership import Duty, LeaderLease, lead, new_replica_id
+from canary.service.membership import Membership
 from canary.service.metrics import ServiceMetrics
 from canary.storage.backlog import ResultBacklog
 from canary.storage.engine import async_engine, default_spool_dir
@@ -41,124 +41,9 @@ from canary.storage.rollups import ROLLUP_INTERVAL_S, RollupRefresher
 from canary.storage.tables import AlertDeliveryRow, AlertRow
 from canary.verdicts.deploys import active_bursts, evaluate_running, running_deploys
 
+__all__ = ["Duty", "Service", "detection_duties"]
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Duty:
-    """A singleton duty: ``step(now)`` every ``interval_s`` while this replica leads."""
-
-    name: str
-    interval_s: float
-    step: Callable[[datetime], Awaitable[object]]
-
-    async def run_forever(self, metrics: ServiceMetrics) -> None:
-        while True:
-            try:
-                await self.step(datetime.now(UTC))
-            except Exception:  # one failing iteration must not end leadership or the other duties
-                log.exception("singleton duty %s failed", self.name)
-                metrics.duty_errors.labels(self.name).inc()
-            await anyio.sleep(self.interval_s)
-
-
-class SingletonLock:
-    """``pg_try_advisory_lock`` held on a dedicated autocommit connection (never a pooled one:
-    returning it to a pool would keep the lock on a connection nobody watches)."""
-
-    def __init__(self, url: str, key: int = LOCK_KEY) -> None:
-        # Named, so the status page can tell which replica holds the lock (canary.service.identity).
-        self.engine = create_async_engine(
-            url, poolclass=NullPool, connect_args={"application_name": application_name(leader=True)}
-        )
-        self.key = key
-        self.conn: AsyncConnection | None = None
-
-    async def try_acquire(self) -> bool:
-        conn = await self.engine.connect()
-        try:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            got = bool(await conn.scalar(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key}))
-        except BaseException:
-            await conn.close()
-            raise
-        if got:
-            self.conn = conn
-        else:
-            await conn.close()
-        return got
-
-    async def alive(self) -> bool:
-        """Whether the holding connection still answers (if it died, the server dropped the lock)."""
-        if self.conn is None:
-            return False
-        try:
-            with anyio.fail_after(10):
-                await self.conn.execute(sa.text("SELECT 1"))
-            return True
-        except Exception:
-            return False
-
-    async def release(self) -> None:
-        conn, self.conn = self.conn, None
-        if conn is not None:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
-                except Exception:
-                    pass  # a dead connection has released the lock already
-                try:
-                    await conn.close()
-                except Exception:
-                    pass
-
-    async def dispose(self) -> None:
-        await self.release()
-        await self.engine.dispose()
-
-
-async def lead(
-    lock: SingletonLock,
-    make_duties: Callable[[], Sequence[Duty]],
-    metrics: ServiceMetrics,
-    retry_s: float,
-    stop: anyio.Event,
-) -> None:
-    """Run the duties whenever this replica holds the lock, until ``stop``.
-
-    ``make_duties`` runs once, in a worker thread, when the lock is first taken: detection
-    imports scipy and more (seconds), which must delay neither readiness nor probes.
-
-    1. Try the lock; on failure (held elsewhere, database down) wait ``retry_s`` and try again.
-    2. While holding it, run every duty and check every ``retry_s`` that the connection lives.
-    3. On a dead connection or ``stop``: cancel the duties, release, and go back to 1 (or return).
-    """
-    duties: Sequence[Duty] | None = None
-    while not stop.is_set():
-        try:
-            acquired = await lock.try_acquire()
-        except Exception as exc:
-            log.warning("singleton lock attempt failed: %s", type(exc).__name__)
-            acquired = False
-        if not acquired:
-            with anyio.move_on_after(retry_s):
-                await stop.wait()
-            continue
-        log.info("this replica now runs the singleton duties")
-        metrics.leader.set(1)
-        try:
-            if duties is None:
-                duties = await anyio.to_thread.run_sync(make_duties)
-            async with anyio.create_task_group() as tg:
-                for duty in duties:
-                    tg.start_soon(duty.run_forever, metrics)
-                while not stop.is_set() and await lock.alive():
-                    with anyio.move_on_after(retry_s):
-                        await stop.wait()
-                tg.cancel_scope.cancel()
-        finally:
-            metrics.leader.set(0)
-            await lock.release()
 
 
 class _Server(uvicorn.Server):
@@ -194,7 +79,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 class Service:
-    """One replica: probes its shard, answers HTTP, and leads the singleton duties when it can.
+    """One replica: probes the cells it claims, answers HTTP, and leads the singleton duties when it can.
 
     ``await Service(...).run()`` until :meth:`stop`; with ``task_status`` (``tg.start``) it
     reports itself once the API accepts connections and the scheduler runs.
@@ -212,12 +97,16 @@ class Service:
         extra_duties: Callable[[AsyncEngine], list[Duty]] | None = None,
     ) -> None:
         self.config, self.catalog, self.url, self.spec, self.token = config, catalog, url, spec, token
-        self.shard = shard or Shard.parse(spec.shard)
+        # None: a share over the live replicas (rendezvous); a Shard: a static share.
+        self.shard = shard or (Shard.parse(spec.shard) if spec.shard else None)
         self.extra_duties = extra_duties
         self.metrics = ServiceMetrics()
         self.stopping = anyio.Event()
         self.sock = bind(spec.host, spec.port)
         self.scheduler: ProbeScheduler | None = None
+        self.replica_id = new_replica_id()
+        self.membership: Membership | None = None
+        self.lease: LeaderLease | None = None
 
     @property
     def port(self) -> int:
@@ -241,6 +130,17 @@ class Service:
         )
         self.metrics.watch_backlog(backlog)
         return backlog
+
+    def replica(self) -> dict[str, object]:
+        """This replica as ``/readyz`` shows it: id, cells probed, leader, live replicas seen."""
+        m = self.membership
+        return {
+            "id": self.replica_id,
+            "shard": None if self.shard is None else f"{self.shard.index}/{self.shard.count}",
+            "cells": 0 if self.scheduler is None else len(self.scheduler.owned),
+            "leader": self.lease is not None and self.lease.held(),
+            "live_replicas": 0 if m is None else len(m.members),
+        }
 
     def make_duties(self, engine: AsyncEngine) -> list[Duty]:
         policy = self.spec.verdict
@@ -278,18 +178,35 @@ class Service:
             await anyio.sleep(self.spec.refresh_s)
 
     async def run(self, *, task_status: TaskStatus[Service] = anyio.TASK_STATUS_IGNORED) -> None:
-        """1. Open the engine and the cell pool. 2. Start the scheduler with this shard's jobs.
-        3. Serve the API; report ready. 4. Lead when possible. 5. On stop: close the API, let
-        in-flight passes finish within ``shutdown_grace_s`` (the rest are stored as cancelled),
-        hand the lock back and close the database."""
+        """1. Open the engines and the cell pool. 2. Start the scheduler (no cells yet) and the
+        membership heartbeat, which gives it the cells this replica claims. 3. Serve the API;
+        report ready. 4. Lead when the lease can be taken. 5. On stop: close the API, let in-flight
+        passes finish within ``shutdown_grace_s`` (the rest are stored as cancelled), hand back the
+        cells and the lease, and close the database."""
         engine = async_engine(self.url, pool_size=self.spec.db_pool_size, application_name=application_name())
-        lock = SingletonLock(self.url)
+        lease = self.lease = LeaderLease(engine, self.replica_id, self.spec.leader_lease_s, self.metrics)
+        duty_engine = lease.fenced_engine(self.url, application_name=application_name())
+        shard = self.shard or Shard()
+        membership = self.membership = Membership(
+            engine,
+            self.replica_id,
+            [t.cell for t in self.config.targets if shard.owns(t.cell)],
+            self.spec.heartbeat_s,
+            self.metrics,
+            shard=None if self.shard is None else f"{shard.index}/{shard.count}",
+        )
         backlog = self.open_backlog(engine)
         try:
             async with CellPool() as cells, anyio.create_task_group() as tg:
-                jobs = plan_jobs(self.config.targets, self.catalog, self.shard, self.spec.schedule)
+                jobs = plan_jobs(self.config.targets, self.catalog, shard, self.spec.schedule)
                 self.scheduler = ProbeScheduler(
-                    engine, cells, jobs, self.spec.schedule, self.metrics, backlog=backlog
+                    engine,
+                    cells,
+                    jobs,
+                    self.spec.schedule,
+                    self.metrics,
+                    backlog=backlog,
+                    may_probe=membership.may_probe,
                 )
                 tg.start_soon(backlog.run)
                 ctx = ApiContext(
@@ -301,6 +218,7 @@ class Service:
                     ready=self.ready,
                     deploys_changed=lambda: self.refresh(engine),
                     backlog=backlog.status,
+                    replica=self.replica,
                 )
                 server = _Server(
                     uvicorn.Config(
@@ -312,27 +230,23 @@ class Service:
                     )
                 )
                 tg.start_soon(server.serve_until_exit, [self.sock])
-                self.scheduler.start()
+                self.scheduler.start(cells=set())
+                membership_stop, leader_stop = anyio.Event(), anyio.Event()
+                tg.start_soon(membership.run, self.scheduler, membership_stop)
                 await server.listening.wait()
                 tg.start_soon(self._refresh_forever, engine)
-                leader_stop = anyio.Event()
-                tg.start_soon(
-                    lead,
-                    lock,
-                    partial(self.make_duties, engine),
-                    self.metrics,
-                    self.spec.lock_retry_s,
-                    leader_stop,
-                )
+                tg.start_soon(lead, lease, partial(self.make_duties, duty_engine), self.metrics, leader_stop)
                 log.info(
-                    "serving on %s, %d jobs (shard %d/%d)",
+                    "serving on %s as replica %s, %d jobs (%s)",
                     self.base_url,
+                    self.replica_id,
                     len(jobs),
-                    *vars(self.shard).values(),
+                    "shard " + membership.shard if membership.shard else "shared over the live replicas",
                 )
                 task_status.started(self)
                 await self.stopping.wait()
                 server.should_exit = True
+                membership_stop.set()
                 await self.scheduler.shutdown(self.spec.shutdown_grace_s)
                 if not await backlog.drain(self.spec.shutdown_grace_s):
                     log.warning("database unreachable at shutdown: %d results stay spooled", backlog.runs)
@@ -343,7 +257,9 @@ class Service:
         finally:
             with anyio.CancelScope(shield=True):
                 backlog.close()
-                await lock.dispose()
+                await membership.leave()
+                await lease.release()
+                await duty_engine.dispose()
                 await engine.dispose()
                 self.sock.close()
 

@@ -107,6 +107,26 @@ class ServiceMetrics:
             ["reason"],
             registry=r,
         )
+        self.leader_epoch = Gauge(
+            "canary_singleton_leader_epoch", "Epoch of the leader lease this replica last took.", registry=r
+        )
+        self.duty_steps = Counter(
+            "canary_singleton_steps", "Singleton duty iterations completed, by duty.", ["duty"], registry=r
+        )
+        self.fenced_commits = Counter(
+            "canary_singleton_fenced_commits",
+            "Singleton duty commits refused because this replica no longer held the leader lease.",
+            registry=r,
+        )
+        self.replicas_live = Gauge(
+            "canary_replicas_live", "Replicas with a recent heartbeat, as this replica last saw.", registry=r
+        )
+        self.replica_cells = Gauge(
+            "canary_replica_cells", "Cells this replica holds a claim on and probes.", registry=r
+        )
+        self.membership_errors = Counter(
+            "canary_membership_errors", "Heartbeats that failed (database unreachable).", registry=r
+        )
         self.duty_errors = Counter(
             "canary_singleton_errors", "Singleton duty iterations that raised.", ["duty"], registry=r
         )

@@ -82,7 +82,7 @@ def render_service(
         lead = f"leader <b>{_e(leader.name)}</b> since {_ago(leader.since, now)}"
     else:
         lead = '<span class="tag sick">no leader</span> detection, alerts and verdicts are not running'
-    names = ", ".join(f"{_e(r.name)} ({r.connections} conn.)" for r in replicas) or "none connected"
+    names = ", ".join(f"{_e(r.name)} ({r.cells} cells)" for r in replicas) or "none connected"
     pending = sum(b.pending for b in backlog)
     given_up = sum(b.given_up for b in backlog)
     oldest = min((b.oldest for b in backlog if b.oldest is not None), default=None)

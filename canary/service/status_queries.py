@@ -7,7 +7,7 @@
 3. For the worst :data:`DETAILED_CELLS` unhealthy cells only: 24 hourly points per metric (the
    sparklines) and the latest failing samples (the partial index on failed scores).
 4. The latest deploys with their verdicts (``v_deploy_verdicts``).
-5. Replicas and the leader (``pg_stat_activity``, ``pg_locks``); the outbox backlog.
+5. The live replicas and the leader (``replicas``, ``cell_claims``, ``leader_lease``); the outbox backlog.
 Everything is bound to ``now`` (the service's clock), so the page is reproducible in tests.
 """
 
@@ -32,7 +32,7 @@ from canary.service.health import (
     judge,
     windows,
 )
-from canary.service.identity import LEADER_PREFIX, LOCK_KEY, REPLICA_PREFIX
+from canary.service.membership import REPLICAS_SQL
 from canary.service.sparkline import Point
 from canary.storage.rollups import rollup_counts
 from canary.storage.tables import TargetRow
@@ -46,7 +46,7 @@ Hourly = dict[str, list[Point]]  # metric -> SPARK_HOURS points, oldest first
 @dataclass(frozen=True)
 class Replica:
     name: str  # host:pid
-    connections: int
+    cells: int  # cells it holds a claim on
     since: datetime
     leader: bool
 
@@ -163,16 +163,6 @@ SELECT id, name, verdict, reason, started_at, ends_at, canary_cells, baseline_ce
 FROM v_deploy_verdicts WHERE NOT annotation_only AND started_at <= :now
 ORDER BY started_at DESC LIMIT {DEPLOYS}
 """
-# Connections named by canary.service.identity; the lock holder is the leader.
-REPLICAS_SQL = """
-SELECT a.application_name AS name, count(*) AS connections, min(a.backend_start) AS since,
-       bool_or(l.pid IS NOT NULL) AS leader
-FROM pg_stat_activity a
-LEFT JOIN pg_locks l ON l.pid = a.pid AND l.locktype = 'advisory' AND l.granted
-     AND l.classid = :hi AND l.objid = :lo AND l.objsubid = 1
-WHERE a.datname = current_database() AND (a.application_name LIKE :replica OR a.application_name LIKE :leader)
-GROUP BY a.application_name
-"""
 BACKLOG_SQL = """
 SELECT receiver, count(*) FILTER (WHERE status = 'pending') AS pending,
        min(created_at) FILTER (WHERE status = 'pending') AS oldest,
@@ -227,20 +217,9 @@ async def _hourly(conn: AsyncConnection, now: datetime, cells: Sequence[CellHeal
 
 
 def _replicas(rows: Sequence[Any]) -> tuple[list[Replica], Replica | None]:
-    """One entry per ``host:pid``: its pooled connections and, if it leads, its lock connection."""
-    merged: dict[str, Replica] = {}
-    for name, connections, since, holds_lock in rows:
-        leader_conn = name.startswith(LEADER_PREFIX)
-        key = name.removeprefix(LEADER_PREFIX if leader_conn else REPLICA_PREFIX)
-        seen = merged.get(key)
-        leads = bool(holds_lock) or (seen is not None and seen.leader)
-        merged[key] = Replica(
-            key,
-            (seen.connections if seen else 0) + int(connections),
-            min(since, seen.since) if seen else since,
-            leads,
-        )
-    replicas = sorted(merged.values(), key=lambda r: (not r.leader, r.name))
+    """The live replicas, the leader first; and the leader."""
+    live = [Replica(f"{r.host}:{r.pid}", int(r.cells), r.started_at, bool(r.leader)) for r in rows if r.live]
+    replicas = sorted(live, key=lambda r: (not r.leader, r.name))
     return replicas, next((r for r in replicas if r.leader), None)
 
 
@@ -268,8 +247,6 @@ async def load_status(
         for s in samples.mappings().all():
             data.samples.setdefault(s["cell"], []).append(dict(s))
         data.deploys = [dict(d) for d in (await conn.execute(sa.text(DEPLOYS_SQL), {"now": now})).mappings()]
-        params = {"lo": LOCK_KEY & 0xFFFFFFFF, "hi": LOCK_KEY >> 32,
-                  "replica": REPLICA_PREFIX + "%", "leader": LEADER_PREFIX + "%"}  # fmt: skip
-        data.replicas, data.leader = _replicas((await conn.execute(sa.text(REPLICAS_SQL), params)).all())
+        data.replicas, data.leader = _replicas((await conn.execute(sa.text(REPLICAS_SQL))).all())
         data.backlog = [Backlog(*b) for b in (await conn.execute(sa.text(BACKLOG_SQL), {"now": now})).all()]
     return data

@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import platformdirs
@@ -133,15 +134,22 @@ def database(
             server.cleanup()  # type: ignore[attr-defined]
 
 
-def async_engine(url: str, *, pool_size: int = 5, application_name: str | None = None) -> AsyncEngine:
-    """A pooled engine; ``application_name`` names its connections in ``pg_stat_activity``."""
-    connect_args = {"application_name": application_name} if application_name else {}
+def async_engine(
+    url: str,
+    *,
+    pool_size: int = 5,
+    application_name: str | None = None,
+    connect_args: dict[str, Any] | None = None,
+) -> AsyncEngine:
+    """A pooled engine; ``application_name`` names its connections in ``pg_stat_activity``;
+    ``connect_args`` go to psycopg (session settings such as ``options``)."""
+    args = {**(connect_args or {}), **({"application_name": application_name} if application_name else {})}
     return create_async_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
-        connect_args=connect_args,
+        connect_args=args,
     )
 
 

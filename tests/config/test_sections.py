@@ -210,6 +210,9 @@ def test_unset_secrets_in_every_section_are_errors_at_load(
         ({"service": {"outage_buffer_s": 0}}, "service.outage_buffer_s", "greater than 0"),
         ({"service": {"outage_buffer_s": 30 * 86400}}, "service.outage_buffer_s", "less than or equal"),
         ({"service": {"outage_memory_runs": -1}}, "service.outage_memory_runs", "greater than or equal to 0"),
+        ({"service": {"leader_lease_s": 0.2}}, "service.leader_lease_s", "greater than or equal to 1"),
+        ({"service": {"heartbeat_s": 0}}, "service.heartbeat_s", "greater than or equal to 0.5"),
+        ({"service": {"lock_retry_s": 5}}, "service", "'lock_retry_s' was removed"),
     ],
 )  # fmt: skip
 def test_section_values_are_checked_at_load(data: dict[str, object], key: str, problem: str) -> None:

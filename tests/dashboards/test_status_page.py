@@ -20,13 +20,13 @@ from statuskit import NOW, RETRYING_ERROR, seed_status
 
 from canary.config.sections import VerdictPolicy
 from canary.service.api import ApiContext, create_app
-from canary.service.app import SingletonLock
 from canary.service.health import CellHealth, MetricCounts, OpenAlert
-from canary.service.identity import application_name, replica_name
+from canary.service.identity import replica_name
+from canary.service.leadership import LeaderLease
+from canary.service.membership import Membership
 from canary.service.metrics import ServiceMetrics
 from canary.service.status_page import install_status_page, render
 from canary.service.status_queries import StatusData, load_status
-from canary.storage.engine import async_engine
 from canary.storage.tables import FindingRow
 from tests.conftest import create_test_database, drop_database
 
@@ -136,25 +136,28 @@ async def test_undelivered_notifications_show_as_the_outbox_backlog(
     assert "chat: 0 pending, 1 given up" in outbox
 
 
-async def test_the_leader_and_the_replicas_are_read_from_their_connections(
-    db_url: str, engine: AsyncEngine
-) -> None:
+class NoScheduler:
+    def set_cells(self, cells: set[str], now: datetime | None = None) -> None:
+        self.cells = cells
+
+    def running_cells(self) -> set[str]:
+        return set()
+
+
+async def test_the_leader_and_the_live_replicas_are_read_from_membership(engine: AsyncEngine) -> None:
     page = await get_page(page_app(engine))
     assert "no leader" in page and "replicas (0): none connected" in page
-    replica_engine = async_engine(db_url, application_name=application_name())
-    lock = SingletonLock(db_url)
-    try:
-        async with replica_engine.connect() as conn:
-            await conn.execute(sa.text("SELECT 1"))
-            assert await lock.try_acquire()
-            page = await get_page(page_app(engine))
-        assert f"leader <b>{replica_name()}</b>" in page
-        assert f"replicas (1): {replica_name()} (2 conn.)" in page
-        await lock.release()
-        assert "no leader" in await get_page(page_app(engine))
-    finally:
-        await lock.dispose()
-        await replica_engine.dispose()
+    member = Membership(engine, "r1", ["m/p/a", "m/p/b"], 30.0, ServiceMetrics())
+    await member.tick(NoScheduler())
+    lease = LeaderLease(engine, "r1", 30.0)
+    assert await lease.try_take()
+    page = await get_page(page_app(engine))
+    assert f"leader <b>{replica_name()}</b>" in page
+    assert f"replicas (1): {replica_name()} (2 cells)" in page
+    await lease.release()
+    assert "no leader" in await get_page(page_app(engine))
+    await member.leave()
+    assert "replicas (0): none connected" in await get_page(page_app(engine))
 
 
 async def test_the_page_agrees_with_the_grafana_health_view(engine: AsyncEngine) -> None:

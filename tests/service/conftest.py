@@ -79,7 +79,8 @@ MakeConfig = Callable[..., tuple[Config, Catalog]]
 
 # A [service] section for tests: any free port, quick hand-overs and refreshes, no start spread.
 FAST = """port = 0
-lock_retry_s = 0.1
+leader_lease_s = 1
+heartbeat_s = 0.5
 refresh_s = 0.1
 shutdown_grace_s = 5
 [service.schedule]

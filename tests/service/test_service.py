@@ -17,7 +17,7 @@ from canary.config.secrets import reveal
 from canary.config.sections import VerdictPolicy
 from canary.probing.catalog import Catalog
 from canary.probing.scheduler import Shard
-from canary.service.app import LOCK_KEY, Duty, Service
+from canary.service.app import Duty, Service
 from canary.verdicts.deploys import evaluate_running
 from tests.service.conftest import FAST, MakeConfig, Upstream, count_runs, eventually
 
@@ -28,7 +28,9 @@ def leads(service: Service) -> bool:
     return service.metrics.registry.get_sample_value("canary_singleton_leader") == 1.0
 
 
-def replica(config: Config, catalog: Catalog, url: str, shard: Shard, ran: list[str], name: str) -> Service:
+def replica(
+    config: Config, catalog: Catalog, url: str, shard: Shard | None, ran: list[str], name: str
+) -> Service:
     async def mark(now: datetime) -> None:
         ran.append(name)
 
@@ -89,42 +91,33 @@ async def _passes(engine: AsyncEngine, cell: str, at_least: int) -> bool:
         return int(await conn.scalar(sa.text(query), {"c": cell}) or 0) >= at_least
 
 
-async def lock_holders(engine: AsyncEngine) -> list[int]:
-    query = (
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = :lo AND classid = :hi"
-    )
-    async with engine.connect() as conn:
-        rows = await conn.execute(sa.text(query), {"lo": LOCK_KEY & 0xFFFFFFFF, "hi": LOCK_KEY >> 32})
-        return [int(pid) for pid in rows.scalars()]
+def cells(service: Service) -> set[str]:
+    return set() if service.scheduler is None else set(service.scheduler.owned)
 
 
-async def test_when_the_leaders_connection_dies_the_lock_is_taken_again_on_a_live_one(
+async def test_replicas_without_a_shard_share_the_cells_and_take_over_a_stopped_ones(
     db_url: str, engine: AsyncEngine, make_config: MakeConfig
 ) -> None:
-    config, catalog = make_config({"pool0": "ok"}, service=FAST)
+    config, catalog = make_config({f"pool{i}": "ok" for i in range(8)}, service=FAST)
+    every = {t.cell for t in config.targets}
     ran: list[str] = []
-    a = replica(config, catalog, db_url, Shard(0, 2), ran, "a")
-    b = replica(config, catalog, db_url, Shard(1, 2), ran, "b")
+    a = replica(config, catalog, db_url, None, ran, "a")
+    b = replica(config, catalog, db_url, None, ran, "b")
     async with anyio.create_task_group() as tg:
         await tg.start(a.run)
         await tg.start(b.run)
-        await eventually(lambda: _holders_are(engine, 1), "the lock is held")
-        (dead,) = await lock_holders(engine)
-        async with engine.connect() as conn:
-            await conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": dead})
-        await eventually(lambda: _held_by_other_than(engine, dead), "the lock is taken on a new connection")
-        await eventually(lambda: leads(a) != leads(b), "exactly one replica leads")
+        await eventually(lambda: cells(a) and cells(b) and cells(a) | cells(b) == every, "cells shared")
+        assert not cells(a) & cells(b)
+        async with httpx.AsyncClient(base_url=a.base_url) as client:
+            replica_view = (await client.get("/readyz")).json()["replica"]
+            assert replica_view["id"] == a.replica_id and replica_view["live_replicas"] == 2
+            listed = (await client.get("/api/replicas")).json()
+            assert {r["id"] for r in listed} == {a.replica_id, b.replica_id}
+            assert sum(r["cells"] for r in listed) == len(every)
+            assert sum(r["leader"] for r in listed) == 1
         a.stop()
+        await eventually(lambda: cells(b) == every, "the survivor probes every cell")
         b.stop()
-
-
-async def _holders_are(engine: AsyncEngine, n: int) -> bool:
-    return len(await lock_holders(engine)) == n
-
-
-async def _held_by_other_than(engine: AsyncEngine, pid: int) -> bool:
-    holders = await lock_holders(engine)
-    return len(holders) == 1 and holders[0] != pid
 
 
 async def test_stopping_a_replica_stores_in_flight_requests_as_cancelled(

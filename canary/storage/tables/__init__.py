@@ -12,6 +12,7 @@ from canary.storage.tables.incidents import (
     DeployRow,
     FindingRow,
 )
+from canary.storage.tables.membership import CellClaimRow, LeaderLeaseRow, ReplicaRow
 from canary.storage.tables.results import ProbeRow, ReferenceOutputRow, RunRow, ScoreRow, TargetRow
 from canary.storage.tables.rollups import (
     ObservationHourRow,
@@ -29,16 +30,19 @@ __all__ = [
     "AlertDeliveryRow",
     "AlertRow",
     "Base",
+    "CellClaimRow",
     "DELIVERY_STATUSES",
     "DeliveryAttemptRow",
     "DeployRow",
     "FindingRow",
+    "LeaderLeaseRow",
     "NAMING",
     "ObservationHourRow",
     "ObservationRow",
     "RollupProgressRow",
     "ProbeRow",
     "ReferenceOutputRow",
+    "ReplicaRow",
     "RunRollupHourRow",
     "RunRollupMinuteRow",
     "RunRow",
