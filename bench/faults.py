@@ -13,8 +13,10 @@ on a private embedded PostgreSQL, and the benchmark, as an operator or an attack
 4. runs ``canary run --once`` against an upstream that answers 401 echoing the request headers
    (API key, a secret header), then scans a ``pg_dump`` and every log for the secrets.
 
-The two takeover figures (a killed replica's cells, a hung leader's duties) come from
-``bench/_fault_replicas.py`` when it exists, else they are printed as null.
+The two takeover figures come from ``bench/_fault_replicas.py``: two ``canary serve`` replicas
+with ``heartbeat_s = 1``, one SIGKILLed (seconds until the survivor probes each of its cells), and
+two with ``leader_lease_s = 2``, the leader SIGSTOPped (seconds until another completes a
+detection round).
 
     .venv/bin/python bench/faults.py [--cells 10] [--outage 60]
 """
@@ -235,12 +237,11 @@ def secrets_scan(db: StoppableDatabase, workdir: Path, env: dict[str, str], logs
     return sum(text.count(secret) for text in texts for secret in (KEY, HEADER_SECRET, TOKEN))
 
 
-def takeover_figures() -> tuple[float | None, float | None]:
-    try:
-        from bench import _fault_replicas  # type: ignore[attr-defined]
-    except ImportError:
-        return None, None
-    return _fault_replicas.dead_replica_takeover_s(), _fault_replicas.hung_leader_takeover_s()
+def takeover_figures() -> tuple[float, float]:
+    """Seconds until a SIGKILLed replica's cells and a SIGSTOPped leader's duties are taken over."""
+    from bench._fault_replicas import dead_replica_takeover_s, hung_leader_takeover_s
+
+    return round(dead_replica_takeover_s(), 2), round(hung_leader_takeover_s(), 2)
 
 
 def main() -> None:
