@@ -123,6 +123,21 @@ async def load_references(conn: AsyncConnection, target_ids: Iterable[int]) -> d
     return {(t, p): text for t, p, text in rows.all()}
 
 
+def storable(value: Any) -> Any:
+    """``value`` with every NUL character replaced by U+FFFD, in strings, lists and dicts.
+
+    PostgreSQL's text and jsonb cannot hold NUL, and an upstream may send one (JSON allows
+    ``\u0000``): stored as it came, one such answer made its whole batch fail to insert.
+    """
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value
+
+
 def run_values(r: RunResult) -> dict[str, Any]:
     c = r.completion
     return {
@@ -158,7 +173,8 @@ async def write_results(conn: AsyncConnection, results: Sequence[RunResult]) -> 
     if not results:
         return []
     inserted = await conn.execute(
-        sa.insert(RunRow).returning(RunRow.id, sort_by_parameter_order=True), [run_values(r) for r in results]
+        sa.insert(RunRow).returning(RunRow.id, sort_by_parameter_order=True),
+        [storable(run_values(r)) for r in results],
     )
     run_ids = list(inserted.scalars())
     score_rows = [
@@ -169,7 +185,7 @@ async def write_results(conn: AsyncConnection, results: Sequence[RunResult]) -> 
             "metric": s.metric,
             "passed": s.passed,
             "value": s.value,
-            "detail": s.detail,
+            "detail": storable(s.detail),
             "created_at": r.started_at,
         }
         for run_id, r in zip(run_ids, results, strict=True)
@@ -184,7 +200,7 @@ async def write_results(conn: AsyncConnection, results: Sequence[RunResult]) -> 
                 "target_id": r.target_id,
                 "probe_pk": r.probe_pk,
                 "run_id": run_id,
-                "output_text": r.completion.text,
+                "output_text": storable(r.completion.text),
             }
             for run_id, r in zip(run_ids, results, strict=True)
             if r.establishes_reference
