@@ -144,9 +144,8 @@ async def test_a_batch_the_database_refuses_is_dropped_alone_and_the_others_are_
     tid, pk = await cell(engine)
     drops: list[tuple[str, int]] = []
     backlog = ResultBacklog(engine, None, on_drop=lambda *d: drops.append(d))
-    good, bad, later = (a_pass(tid, pk, 2, T0 + timedelta(minutes=m)) for m in range(3))
-    for run in bad:
-        run.completion = Completion(ok=True, text="NUL \x00 is not text to PostgreSQL")
+    good, later = a_pass(tid, pk, 2, T0), a_pass(tid, pk, 2, T0 + timedelta(minutes=2))
+    bad = a_pass(tid + 1000, pk, 2, T0 + timedelta(minutes=1))  # no such cell: a foreign key refuses it
     for runs in (good, bad, later):
         backlog.memory.append(Batch(runs, time.time()))  # queued during an outage
         backlog.in_memory += len(runs)
