@@ -61,6 +61,15 @@ async def test_readiness_fails_while_the_scheduler_is_not_running(engine: AsyncE
     assert response.status_code == 503 and response.json()["scheduler"] is False
 
 
+async def test_readiness_says_degraded_while_results_wait_for_the_database(engine: AsyncEngine) -> None:
+    waiting = {"runs": 42, "spooled_bytes": 0, "oldest_s": 3.0, "dropped_runs": 0}
+    ctx = ApiContext(engine, ServiceMetrics(), CELLS, VerdictPolicy(), backlog=lambda: waiting)
+    async with client_for(ctx) as c:
+        response = await c.get("/readyz")
+    assert response.status_code == 200  # it answers and is writing them
+    assert response.json()["status"] == "degraded" and response.json()["backlog"] == waiting
+
+
 async def test_metrics_are_prometheus_text(client: httpx.AsyncClient) -> None:
     response = await client.get("/metrics")
     assert response.headers["content-type"].startswith("text/plain")
