@@ -60,6 +60,7 @@ def serve_command(
     from canary.logs import configure_logging
     from canary.probing.catalog import load_catalog
     from canary.probing.scheduler import Shard
+    from canary.service.app import check_spool_dir
     from canary.storage.engine import database
 
     configure_logging(log_level)
@@ -70,6 +71,7 @@ def serve_command(
         overrides = {k: v for k, v in {"host": host, "port": port, "shard": shard}.items() if v is not None}
         spec = config.service.model_copy(update=overrides)
         parsed_shard = Shard.parse(spec.shard) if spec.shard else None
+        check_spool_dir(spec, config.path)
     except ConfigError as exc:
         fail_config(exc)
     except ValueError as exc:

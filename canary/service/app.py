@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from canary.config.loader import Config
 from canary.config.sections import ServiceSpec
+from canary.errors import ConfigError
 from canary.logs import UVICORN_LOG_CONFIG
 from canary.probing.catalog import Catalog
 from canary.probing.cells import CellPool
@@ -78,6 +80,23 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def spool_dir(spec: ServiceSpec) -> Path:
+    """Where results wait for an unreachable database: ``service.spool_dir`` or the default."""
+    return Path(spec.spool_dir).expanduser() if spec.spool_dir else default_spool_dir()
+
+
+def check_spool_dir(spec: ServiceSpec, config_path: Path | str) -> None:
+    """Fail at start-up, naming the key, when the spool directory cannot be written."""
+    path = spool_dir(spec)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        problem = f"{path} is not a writable directory ({exc.strerror or exc})"
+        raise ConfigError(config_path, "service.spool_dir", problem) from None
+
+
 class Service:
     """One replica: probes the cells it claims, answers HTTP, and leads the singleton duties when it can.
 
@@ -124,7 +143,7 @@ class Service:
 
     def open_backlog(self, engine: AsyncEngine) -> ResultBacklog:
         """The results' holding place through a database outage, exported in ``/metrics``."""
-        spool = Path(self.spec.spool_dir).expanduser() if self.spec.spool_dir else default_spool_dir()
+        spool = spool_dir(self.spec)
         backlog = ResultBacklog(
             engine, spool, bound_s=self.spec.outage_buffer_s, memory_runs=self.spec.outage_memory_runs
         )

@@ -105,8 +105,9 @@ def listening(port: int) -> bool:
             RECEIVER.replace("http://127.0.0.1:9/hook", "env:CANARY_TEST_UNSET_HOOK"),
             "alerts.receivers[0].url",
         ),
+        ('[service]\nspool_dir = "/proc/canary-spool"\n', "service.spool_dir"),  # not writable
     ],
-    ids=["detection", "alerts", "receiver-secret"],
+    ids=["detection", "alerts", "receiver-secret", "spool-dir"],
 )
 def test_serve_exits_2_before_it_binds_its_port(tmp_path: Path, section: str, key: str) -> None:
     """Before, [detection] and [alerts] were validated on first leadership: the replica bound its
