@@ -19,6 +19,7 @@ PURE = [
     ROOT / "canary" / "scoring",
     ROOT / "canary" / "stats",
     ROOT / "canary" / "detection" / "decisions.py",
+    ROOT / "canary" / "detection" / "equivalence.py",
     ROOT / "canary" / "verdicts" / "judgement.py",
     ROOT / "canary" / "service" / "health.py",
     ROOT / "canary" / "service" / "sparkline.py",

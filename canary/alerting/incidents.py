@@ -89,8 +89,13 @@ class AlertChange:
     summary: str
 
 
-# Availability and silence are alerts of their own kind: teams route them like probe_success.
-ALERTNAMES = {"availability": "CanaryAvailability", "no_data": "CanaryNoData"}
+# Availability and silence are alerts of their own kind: teams route them like probe_success; so
+# is equivalence (the pool answers fluently, but not as the same model).
+ALERTNAMES = {
+    "availability": "CanaryAvailability",
+    "no_data": "CanaryNoData",
+    "equivalence": "CanaryEquivalence",
+}
 
 
 def labels_for(f: Finding, model: str, platform: str, pool: str) -> dict[str, str]:

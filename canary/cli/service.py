@@ -59,6 +59,7 @@ def serve_command(
     from canary.errors import ConfigError
     from canary.logs import configure_logging
     from canary.probing.catalog import load_catalog
+    from canary.probing.equivalence_runs import load_scheduled
     from canary.probing.scheduler import Shard
     from canary.service.app import check_spool_dir
     from canary.storage.engine import database
@@ -68,6 +69,7 @@ def serve_command(
     config = load_or_exit(config_path)
     try:
         catalog = load_catalog(config.probes_dir)
+        load_scheduled(config.probes_dir, config.service.schedule)  # a bad file fails here, exit 2
         overrides = {k: v for k, v in {"host": host, "port": port, "shard": shard}.items() if v is not None}
         spec = config.service.model_copy(update=overrides)
         parsed_shard = Shard.parse(spec.shard) if spec.shard else None

@@ -111,6 +111,8 @@ class ScheduleSpec(BaseModel):
     burst_interval_s: float = Field(default=30.0, gt=0)
     start_spread_s: float = Field(default=30.0, ge=0)  # first runs spread over this long
     probe_set_intervals: dict[str, float] = {}  # probe set -> interval_s overriding the cell's
+    # The equivalence probes (probes/equivalence/), each cell's tests every this long; unset: never.
+    equivalence_interval_s: float | None = Field(default=None, gt=0)
 
 
 class VerdictPolicy(BaseModel):

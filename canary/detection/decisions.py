@@ -11,7 +11,8 @@ touches the database or a clock, so every decision is testable from arrays. The 
 - ``invariant``: a metric a healthy cell never fails (a run served by the wrong pool): one
   failure in ``window_s`` is a finding;
 - ``no_data``: a configured cell with no run for ``no_data_intervals`` of its intervals (and
-  ``availability`` when it runs but answers nothing that long, an outage).
+  ``availability`` when it runs but answers nothing that long, an outage);
+- ``equivalence``: the cell's equivalence runs against its peers' (:mod:`canary.detection.equivalence`).
 
 Every test of a cell draws on one budget, ``false_alarms_per_cell_year``, split evenly.
 """
@@ -29,7 +30,7 @@ from canary.config.sections import DetectionSpec
 from canary.stats import rate_ci, rate_difference_ci
 from canary.stats.rates import cmh_test, minimum_detectable_effect
 
-Kind = Literal["self", "peer", "invariant", "availability", "no_data"]
+Kind = Literal["self", "peer", "invariant", "availability", "no_data", "equivalence"]
 YEAR_S = 365.25 * 86400.0
 # Overlapping peer windows are looked at every round: a false gap seen by one look is seen by
 # the next few too. Counting a window as this many independent looks keeps the yearly budget
@@ -81,6 +82,8 @@ class Candidate:
 
     @property
     def effect(self) -> float:
+        if "effect" in self.details:  # an equivalence statistic's own effect (nats per token)
+            return float(self.details["effect"])
         return self.observed_rate - self.baseline_rate
 
 
@@ -231,7 +234,23 @@ def snippet(text: str | None, limit: int = 120) -> str | None:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+def _equivalence_headline(c: Candidate) -> list[str]:
+    """Statistic, effect with its interval (at the test's level), tolerance, tokens, evidence."""
+    d = c.details
+    forced = c.metric == "equivalence.forced"
+    unit, count = ("nats/token", "tokens") if forced else ("more divergent", "answers")
+    low, high = c.effect_ci
+    return [
+        f"{c.cell} {c.metric} [equivalence]: {d.get('statistic')} {c.effect:.4g} {unit} "
+        f"[CI {low:.4g}, {high:.4g}] vs tolerance {d.get('tolerance', math.nan):.4g}, "
+        f"{d.get('n', 0)} {count} against peers ({len(d.get('peers', []))})",
+        f"evidence {c.statistic:.1f} >= {c.threshold:.1f} nats (p<={c.p_value:.2g})",
+    ]
+
+
 def _headline(c: Candidate) -> list[str]:
+    if c.kind == "equivalence":
+        return _equivalence_headline(c)
     if c.kind == "invariant":
         return [
             f"{c.cell} {c.metric} [invariant]: {c.observed.failures} of {c.observed.n} runs violated it "

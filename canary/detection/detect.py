@@ -11,7 +11,7 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from canary.config.sections import DetectionSpec
-from canary.detection import queries
+from canary.detection import equivalence_reads, queries
 from canary.detection.decisions import (
     Candidate,
     Counts,
@@ -24,6 +24,7 @@ from canary.detection.decisions import (
     tests_per_cell,
 )
 from canary.detection.episodes import Finding, store_episodes
+from canary.detection.equivalence import CellRuns, equivalence_candidates
 from canary.detection.evidence import to_finding
 from canary.detection.queries import AVAILABILITY
 from canary.detection.sequential import Stream, self_candidate
@@ -32,13 +33,16 @@ from canary.storage import observations
 __all__ = ["Finding", "detect"]
 
 
-def _tests(streams: list[Stream]) -> dict[int, int]:
-    """How many tests share each cell's budget, from the quality metrics it reports."""
+def _tests(streams: list[Stream], equivalence: Mapping[int, CellRuns]) -> dict[int, int]:
+    """How many tests share each cell's budget: its quality metrics' and its equivalence tests."""
     metrics: dict[int, set[str]] = defaultdict(set)
     for s in streams:
         if s.metric != AVAILABILITY:
             metrics[s.target_id].add(s.metric)
-    return {tid: tests_per_cell(len(m)) for tid, m in metrics.items()}
+    tests = {tid: tests_per_cell(len(m)) for tid, m in metrics.items()}
+    for tid, runs in equivalence.items():
+        tests[tid] = tests.get(tid, 1) + len(runs.metrics())
+    return tests
 
 
 async def _invariants(
@@ -149,8 +153,9 @@ async def detect(
 
     1. Bring the observation counts up to date (:mod:`canary.storage.observations`), then
        read each (cell, metric) stream of clustered observations, request errors included.
-    2. Self and availability tests (:mod:`canary.detection.sequential`), invariants, peers, and,
-       for the ``expected`` cells (name -> probe interval), silence and outages.
+    2. Self and availability tests (:mod:`canary.detection.sequential`), invariants, peers,
+       equivalence (:mod:`canary.detection.equivalence`) and, for the ``expected`` cells
+       (name -> probe interval), silence and outages.
     3. Enrich each active candidate (:mod:`canary.detection.evidence`).
     4. Update, open and resolve episodes in one transaction (:mod:`canary.detection.episodes`).
     """
@@ -159,7 +164,9 @@ async def detect(
     async with engine.begin() as conn:
         names = await queries.targets(conn)
         streams = await queries.streams(conn, names, spec, now)
-        tests = _tests(streams)
+        since = now - timedelta(seconds=spec.peer_window_s)
+        equivalence = await equivalence_reads.cell_runs(conn, since, now)
+        tests = _tests(streams, equivalence)
         candidates: list[Candidate] = []
         for s in streams:
             if not is_invariant(s.metric, spec):
@@ -169,6 +176,7 @@ async def detect(
                     candidates.append(found)
         candidates += await _invariants(conn, streams, spec, now)
         candidates += await _peers(conn, names, tests, spec, now)
+        candidates += equivalence_candidates(equivalence, names, spec, tests)
         if expected:
             unavailable = {c.target_id for c in candidates if c.kind == "availability"}
             candidates += await _silent(conn, expected, spec, now, unavailable)

@@ -105,9 +105,8 @@ async def deploys(
 
 
 def _window_s(c: Candidate, spec: DetectionSpec) -> float:
-    return {"peer": spec.peer_window_s, "self": spec.history_s, "availability": spec.history_s}.get(
-        c.kind, spec.window_s
-    )
+    windows = {"peer": spec.peer_window_s, "equivalence": spec.peer_window_s}
+    return (windows | {"self": spec.history_s, "availability": spec.history_s}).get(c.kind, spec.window_s)
 
 
 async def to_finding(
@@ -118,7 +117,8 @@ async def to_finding(
     change = c.details.get("change_at")
     change_at = datetime.fromtimestamp(change, UTC) if change is not None else None
     deploy_ids = await deploys(conn, c.cell, c.target_id, change_at or since, spec)
-    example = None if c.kind == "no_data" else await sample(conn, c, change_at or since, now)
+    # An equivalence finding has no failing output: its evidence is a statistic over many runs.
+    example = None if c.kind in ("no_data", "equivalence") else await sample(conn, c, change_at or since, now)
     session_details: dict[str, Any] = {}
     session_line = None
     if c.kind in ("self", "invariant", "peer"):

@@ -25,6 +25,7 @@ from canary.config.loader import Target
 from canary.probing.completion import Completion, Message, ProbeRequest
 from canary.probing.equivalence import EquivalenceCatalog, ForcedProbe
 from canary.probing.providers import get_provider
+from canary.stats.audit import continuation_span
 
 GREEDY_PASSES = 2
 FORCED_MAX_ROUNDS = 50
@@ -45,13 +46,8 @@ def continuation_logprobs(completion: Completion, probe: ForcedProbe) -> list[fl
     """The log-probabilities of the continuation's tokens in an echoed answer (None if it has none)."""
     if not completion.tokens:
         return None
-    start, end = len(probe.prompt), len(probe.text)
-    position, scored = 0, []
-    for token in completion.tokens:
-        if start <= position < end:
-            scored.append(token.logprob)
-        position += len(token.token)
-    return scored or None
+    pieces = [(t.token, t.logprob) for t in completion.tokens]
+    return continuation_span(pieces, len(probe.prompt), len(probe.text))
 
 
 def _spent(completion: Completion, sent: str) -> int:

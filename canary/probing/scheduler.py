@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from canary.config.loader import Target
 from canary.config.sections import ScheduleSpec
+from canary.probing import equivalence_runs
 from canary.probing.catalog import Catalog, Probe
 from canary.probing.cells import CellPool
 from canary.probing.runner import cell_probes, run_pass
@@ -86,17 +87,26 @@ class JobSpec:
         return f"{self.cell}::{self.probe_set}"
 
 
-def plan_jobs(targets: Sequence[Target], catalog: Catalog, shard: Shard, spec: ScheduleSpec) -> list[JobSpec]:
-    """The jobs of this replica: every owned cell times every probe set its ``probes`` glob selects."""
+def plan_jobs(
+    targets: Sequence[Target],
+    catalog: Catalog,
+    shard: Shard,
+    spec: ScheduleSpec,
+    equivalence: Sequence[Probe] = (),
+) -> list[JobSpec]:
+    """The jobs of this replica: every owned cell times every probe set its ``probes`` glob selects,
+    and, with ``equivalence_interval_s`` set, the ``equivalence`` probe sets of its tests."""
     jobs: list[JobSpec] = []
     for target in targets:
         if not shard.owns(target.cell):
             continue
         by_set: dict[str, list[Probe]] = {}
-        for probe in cell_probes(target, catalog.probes):
+        scheduled = equivalence_runs.probes_for(target, equivalence) if spec.equivalence_interval_s else []
+        for probe in [*cell_probes(target, catalog.probes), *scheduled]:
             by_set.setdefault(probe.probe_set, []).append(probe)
         for probe_set, probes in sorted(by_set.items()):
-            interval = spec.probe_set_intervals.get(probe_set, target.interval_s)
+            default = spec.equivalence_interval_s if probe_set in equivalence_runs.SETS.values() else None
+            interval = spec.probe_set_intervals.get(probe_set, default or target.interval_s)
             jobs.append(
                 JobSpec(target, probe_set, tuple(probes), interval, min(target.jitter_s, interval / 2))
             )

@@ -30,6 +30,7 @@ from canary.errors import ConfigError
 from canary.logs import UVICORN_LOG_CONFIG
 from canary.probing.catalog import Catalog
 from canary.probing.cells import CellPool
+from canary.probing.equivalence_runs import load_scheduled
 from canary.probing.scheduler import ProbeScheduler, Shard, plan_jobs
 from canary.service.api import ApiContext, create_app
 from canary.service.identity import application_name
@@ -217,7 +218,8 @@ class Service:
         backlog = self.open_backlog(engine)
         try:
             async with CellPool() as cells, anyio.create_task_group() as tg:
-                jobs = plan_jobs(self.config.targets, self.catalog, shard, self.spec.schedule)
+                equivalence = load_scheduled(self.config.probes_dir, self.spec.schedule)
+                jobs = plan_jobs(self.config.targets, self.catalog, shard, self.spec.schedule, equivalence)
                 self.scheduler = ProbeScheduler(
                     engine,
                     cells,

@@ -31,6 +31,20 @@ Forced = Mapping[tuple[str, int], Sequence[float]]
 Texts = Mapping[str, Sequence[str]]
 
 
+def continuation_span(pieces: Sequence[tuple[str, float]], start: int, end: int) -> list[float] | None:
+    """The log-probabilities of the tokens that begin in characters ``[start, end)`` of the echoed text.
+
+    ``pieces`` are the echo's (token, log-probability) pairs in order; the continuation of a
+    forced probe starts at ``len(prompt)`` and ends at ``len(prompt + continuation)``.
+    """
+    position, scored = 0, []
+    for token, logprob in pieces:
+        if start <= position < end:
+            scored.append(float(logprob))
+        position += len(token)
+    return scored or None
+
+
 def _inconclusive(statistic: str, n: int = 0) -> Comparison:
     return Comparison(statistic, math.nan, math.nan, math.nan, 1.0, math.nan, n, "inconclusive")
 

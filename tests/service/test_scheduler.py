@@ -10,6 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from canary.config.sections import ScheduleSpec
 from canary.probing.cells import CellPool
+from canary.probing.equivalence import load_equivalence
+from canary.probing.equivalence_runs import scheduled_probes
 from canary.probing.scheduler import ProbeScheduler, Shard, plan_jobs
 from canary.service.metrics import ServiceMetrics
 from tests.service.conftest import MakeConfig, Upstream, count_runs, eventually
@@ -136,3 +138,16 @@ def test_a_shard_is_parsed_from_i_slash_n_and_rejects_nonsense() -> None:
     for bad in ("3/3", "x", "1/0", "-1/2"):
         with pytest.raises(ValueError):
             Shard.parse(bad)
+
+
+def test_equivalence_probes_are_jobs_of_their_own_only_with_an_interval(make_config: MakeConfig) -> None:
+    config, catalog = make_config({"a": "ok"})
+    probes = scheduled_probes(load_equivalence())
+    assert {j.probe_set for j in plan_jobs(config.targets, catalog, Shard(), ScheduleSpec(), probes)} == {
+        "basic"
+    }
+    spec = ScheduleSpec(equivalence_interval_s=900)
+    jobs = {j.probe_set: j for j in plan_jobs(config.targets, catalog, Shard(), spec, probes)}
+    # openai-chat returns no prompt log-probabilities: greedy and sampled, never forced.
+    assert set(jobs) == {"basic", "equivalence.greedy", "equivalence.sampled"}
+    assert jobs["equivalence.greedy"].interval_s == 900 and jobs["basic"].interval_s == 3600

@@ -43,8 +43,8 @@ class FindingRow(Base):
     """One episode of one (cell, metric, kind): opened by the round that found it, updated by every
     round that still finds it, resolved by the first that does not (:mod:`canary.detection`).
 
-    ``kind`` is ``self``, ``peer``, ``invariant``, ``availability`` or ``no_data``. ``message``
-    is the one line an on-call engineer reads; the numbers behind it are the other columns.
+    ``kind`` is ``self``, ``peer``, ``invariant``, ``availability``, ``no_data`` or ``equivalence``.
+    ``message`` is the one line an on-call engineer reads; the numbers behind it are the other columns.
     """
 
     __tablename__ = "findings"
@@ -77,7 +77,9 @@ class FindingRow(Base):
     resolved_at: Mapped[datetime | None]  # the round whose evidence cleared it; NULL while open
 
     __table_args__ = (
-        sa.CheckConstraint("kind IN ('self', 'peer', 'invariant', 'availability', 'no_data')", name="kind"),
+        sa.CheckConstraint(
+            "kind IN ('self', 'peer', 'invariant', 'availability', 'no_data', 'equivalence')", name="kind"
+        ),
         sa.Index("ix_findings_target_metric_created", "target_id", "metric", sa.text("created_at DESC")),
         sa.Index(
             "ix_findings_open",

@@ -1,0 +1,99 @@
+"""Equivalence through detection and alerts: the reference fleet on loopback, real passes, PostgreSQL.
+
+The scheduled equivalence probes (:mod:`canary.probing.equivalence_runs`) run as ordinary passes
+(:func:`canary.probing.runner.run_pass`) on the ``canary-small`` cells, then one detection round
+(:func:`canary.alerting.round.detection_round`) at the service's defaults: a pool with quantized
+weights is an ``equivalence`` finding and a firing ``CanaryEquivalence`` for that cell only; a
+healthy fleet raises none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from canary.alerting.round import RoundResult, detection_round
+from canary.config.loader import Target, build_config
+from canary.config.sections import AlertsSpec, DetectionSpec
+from canary.detection.equivalence import FORCED
+from canary.fleet import default_fleet_config, fleet_targets
+from canary.fleet.running import RunningFleet, run_fleet_in_thread
+from canary.probing.equivalence import load_equivalence
+from canary.probing.equivalence_runs import probes_for, scheduled_probes
+from canary.probing.runner import run_pass
+from canary.storage import logprobs
+from canary.storage.tables import AlertRow, ProbeRow, RunRow
+
+pytestmark = pytest.mark.anyio
+
+SEED = 15
+PASSES = 2
+BROKEN = "canary-small/cloud-a/short-context"
+
+
+@pytest.fixture(scope="module")
+def fleet() -> Iterator[RunningFleet]:
+    with run_fleet_in_thread(default_fleet_config()) as running:
+        running.fleet.rng = np.random.default_rng(SEED)
+        yield running
+        running.clear_faults()
+
+
+def small_cells(fleet: RunningFleet) -> list[Target]:
+    tables = [
+        t | {"equivalence": ["forced", "greedy"]}
+        for t in fleet_targets(fleet.config, fleet.base_url, provider="openai-completions", front_doors=False)
+        if t["model"] == "canary-small"
+    ]
+    return build_config({"targets": tables}, "canary.toml").targets
+
+
+async def probe_and_detect(engine: AsyncEngine, targets: list[Target]) -> RoundResult:
+    probes = scheduled_probes(load_equivalence())
+    for _ in range(PASSES):
+        for target in targets:
+            await run_pass(engine, [target], probes_for(target, probes))
+    alerts = AlertsSpec(for_s=0)
+    return await detection_round(engine, DetectionSpec(), alerts, None, datetime.now(UTC))
+
+
+async def test_a_quantized_pool_is_an_equivalence_alert_for_that_cell_only(
+    fleet: RunningFleet, engine: AsyncEngine
+) -> None:
+    fleet.set_fault(fault="quantize", platform="cloud-a", pool="short-context", intensity=1.0)
+    try:
+        result = await probe_and_detect(engine, small_cells(fleet))
+    finally:
+        fleet.clear_faults()
+    found = [f for f in result.findings if f.kind == "equivalence"]
+    assert {(f.cell, f.metric) for f in found} == {(BROKEN, FORCED)}, [f.message for f in found]
+    message = found[0].message
+    assert "forced_logprob_deviation" in message and "nats/token [CI" in message and "tokens" in message
+    assert found[0].effect > found[0].details["tolerance"]
+    async with engine.connect() as conn:
+        alerts = (await conn.execute(sa.select(AlertRow.state, AlertRow.labels))).all()
+        stored = await conn.scalar(
+            sa.select(RunRow.token_logprobs)
+            .join(ProbeRow, ProbeRow.id == RunRow.probe_pk)
+            .where(ProbeRow.probe_set == "equivalence.forced")
+            .limit(1)
+        )
+    assert [(state, labels["alertname"], labels["cell"]) for state, labels in alerts] == [
+        ("firing", "CanaryEquivalence", BROKEN)
+    ]
+    # The echo's prompt log-probabilities are stored with the run (compressed), as detection reads them.
+    assert stored is not None and bytes(stored)[:1] != b"[" and len(logprobs.decode(stored) or []) > 10
+
+
+async def test_a_healthy_fleet_raises_no_equivalence_finding(
+    fleet: RunningFleet, engine: AsyncEngine
+) -> None:
+    fleet.clear_faults()
+    result = await probe_and_detect(engine, small_cells(fleet))
+    assert [f.message for f in result.findings if f.kind == "equivalence"] == []
+    assert [c for c in result.changes if c.state == "firing"] == []
