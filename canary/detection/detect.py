@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import defaultdict
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -27,7 +28,8 @@ from canary.detection.episodes import Finding, store_episodes
 from canary.detection.equivalence import CellRuns, equivalence_candidates
 from canary.detection.evidence import to_finding
 from canary.detection.queries import AVAILABILITY
-from canary.detection.sequential import Stream, self_candidate
+from canary.detection.screen import may_alarm
+from canary.detection.sequential import Stream, observations_per_alarm, self_candidate
 from canary.storage import observations
 
 __all__ = ["Finding", "detect"]
@@ -43,6 +45,24 @@ def _tests(streams: list[Stream], equivalence: Mapping[int, CellRuns]) -> dict[i
     for tid, runs in equivalence.items():
         tests[tid] = tests.get(tid, 1) + len(runs.metrics())
     return tests
+
+
+def _self_candidates(
+    streams: list[Stream], tests: Mapping[int, int], spec: DetectionSpec, now: datetime
+) -> list[Candidate]:
+    """Self and availability tests: all streams screened at once, the few that may alarm in full."""
+    sequential = [s for s in streams if not is_invariant(s.metric, spec)]
+    at = now.timestamp()
+    budgets = [observations_per_alarm(s, spec, at, tests.get(s.target_id, 1)) for s in sequential]
+    thresholds = [math.log(a) for a in budgets]
+    out = []
+    for s, maybe in zip(sequential, may_alarm(sequential, spec, thresholds), strict=True):
+        if maybe:
+            kind: Kind = "availability" if s.metric == AVAILABILITY else "self"
+            found = self_candidate(s, spec, at, tests.get(s.target_id, 1), kind)
+            if found is not None:
+                out.append(found)
+    return out
 
 
 async def _invariants(
@@ -167,13 +187,7 @@ async def detect(
         since = now - timedelta(seconds=spec.peer_window_s)
         equivalence = await equivalence_reads.cell_runs(conn, since, now)
         tests = _tests(streams, equivalence)
-        candidates: list[Candidate] = []
-        for s in streams:
-            if not is_invariant(s.metric, spec):
-                kind: Kind = "availability" if s.metric == AVAILABILITY else "self"
-                found = self_candidate(s, spec, now.timestamp(), tests.get(s.target_id, 1), kind)
-                if found is not None:
-                    candidates.append(found)
+        candidates = _self_candidates(streams, tests, spec, now)
         candidates += await _invariants(conn, streams, spec, now)
         candidates += await _peers(conn, names, tests, spec, now)
         candidates += equivalence_candidates(equivalence, names, spec, tests)

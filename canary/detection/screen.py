@@ -1,0 +1,126 @@
+"""Which streams the self test could alarm on this round: the detector over every stream at once.
+
+Pure. A detection round over 1,000 cells evaluates about 4,000 streams; most never come near
+their threshold, and per stream the work is a few dozen small numpy and scipy calls, so Python's
+overhead dominates. :func:`may_alarm` computes the same null rates and the same mixture
+Shiryaev-Roberts statistic as :func:`canary.detection.sequential.evaluate`, for all streams in a
+few array operations, and keeps those whose statistic comes within :data:`MARGIN` of the
+threshold anywhere. Only those go through the exact per-stream path. A stream that does not is
+one on which :func:`~canary.detection.sequential.self_candidate` finds no alarm, hence ``None``:
+before its first alarm the detector never restarts, so its statistic is the closed form over the
+whole stream, which differs from the chunked one only by rounding, far below the margin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from canary.config.sections import DetectionSpec
+from canary.detection.decisions import Counts
+from canary.detection.sequential import MAX_NULL_RATE, Stream
+from canary.stats.edetector import DEFAULT_DELTAS, MAX_Q0
+from canary.stats.rates import rate_upper_bounds
+
+MARGIN = 1e-6  # nats: rounding between the batched and the per-stream statistic is ~1e-12
+CELLS_PER_BATCH = 2_000_000  # streams x observations in one padded array (x deltas, 8 bytes each)
+
+
+def _prior_counts(
+    streams: Sequence[Stream], spec: DetectionSpec
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """Every observation's stratum history before it (failing, observations), concatenated.
+
+    The same counts as :func:`~canary.detection.sequential.null_rates`: per (stream, stratum),
+    the baseline plus the observations at least ``window_s`` older. A stream is ordered by time,
+    so those are its stratum's observations among the first ``j`` of the stream, ``j`` from one
+    search of the stream's times; counting them is one search of (stratum, position) keys.
+    """
+    sizes = np.array([s.at.size for s in streams], dtype=np.int64)
+    total = int(sizes.sum())
+    offsets = np.r_[0, np.cumsum(sizes)[:-1]]
+    stratum = np.concatenate([s.stratum for s in streams])
+    failed = np.concatenate([s.failed for s in streams])
+    owner = np.repeat(np.arange(len(streams)), sizes)
+    # Positions below the cut-off, per stream: exact float comparisons, ties counted as older.
+    cut = np.concatenate(
+        [np.searchsorted(s.at, s.at - spec.window_s, side="right") for s in streams]
+    ) + np.repeat(offsets, sizes)
+    strata, rank = np.unique(stratum, return_inverse=True)
+    groups, group = np.unique(owner * strata.size + rank.ravel(), return_inverse=True)
+    group = group.ravel()
+    keys = group * (total + 1) + np.arange(total)  # sorted by group, then position
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    fail_cum = np.r_[0, np.cumsum(failed[order])]
+    group_start = np.searchsorted(sorted_keys, np.arange(groups.size) * (total + 1))
+    below = np.searchsorted(sorted_keys, group * (total + 1) + cut)
+    seen_n = (below - group_start[group]).astype(np.float64)
+    seen_f = (fail_cum[below] - fail_cum[group_start[group]]).astype(np.float64)
+    owners, probes = groups // strata.size, strata[groups % strata.size]
+    base = [streams[int(o)].baseline.get(int(p), Counts()) for o, p in zip(owners, probes, strict=True)]
+    base_f = np.array([c.failures for c in base], dtype=np.float64)
+    base_n = np.array([c.n for c in base], dtype=np.float64)
+    return base_f[group] + seen_f, base_n[group] + seen_n, sizes
+
+
+def _peak_bounds(
+    failed: Sequence[npt.NDArray[np.bool_]], q0: Sequence[npt.NDArray[np.float64]]
+) -> npt.NDArray[np.float64]:
+    """Per stream, an upper bound of ``ln((1/K) sum_k R_k)`` over it, from ``R_0 = 0`` without restarts.
+
+    ``R_t = sum_{j<=t} exp(W_t - W_{j-1})`` is at most ``t`` times its largest term, and the
+    average over alternatives at most their maximum: ``ln t + max_k (W_t - min_{m<t} W_m)``,
+    Page's CUSUM plus ``ln t``: sums and minima, no logarithm of a sum per element.
+    """
+    peaks = np.full(len(failed), -np.inf)
+    deltas = np.asarray(DEFAULT_DELTAS)[:, None, None]
+    lengths = np.array([f.size for f in failed], dtype=np.int64)
+    by_length = np.argsort(lengths, kind="stable")
+    i = 0
+    while i < by_length.size:
+        # Streams of similar length share a padded array; the longest decides its width.
+        j = i + 1
+        while j < by_length.size and (j - i + 1) * int(lengths[by_length[j]]) <= CELLS_PER_BATCH:
+            j += 1
+        batch = by_length[i:j]
+        width = max(int(lengths[batch[-1]]), 1)
+        inside = np.arange(width)[None, :] < lengths[batch][:, None]
+        x = np.zeros((batch.size, width), bool)
+        q = np.full((batch.size, width), 0.5)
+        if inside.any():
+            x[inside] = np.concatenate([failed[b] for b in batch])
+            q[inside] = np.concatenate([q0[b] for b in batch])
+        q = np.clip(q, 1e-12, MAX_Q0)
+        z = np.where(x[None], np.log1p(deltas * (1.0 - q) / q), np.log1p(-deltas))
+        w = np.cumsum(z, axis=-1)
+        earlier = np.concatenate([np.zeros((*w.shape[:-1], 1)), w[..., :-1]], axis=-1)
+        lowest = np.minimum.accumulate(earlier, axis=-1)
+        bound = np.log(np.arange(1, width + 1)) + (w - lowest).max(axis=0)
+        peaks[batch] = np.where(inside, bound, -np.inf).max(axis=1)
+        i = j
+    return peaks
+
+
+def may_alarm(
+    streams: Sequence[Stream], spec: DetectionSpec, thresholds: Sequence[float]
+) -> npt.NDArray[np.bool_]:
+    """Per stream, whether the self test's detector may alarm on it at ``thresholds`` (``ln A``).
+
+    ``False`` is certain: the exact path would find no alarm (or no usable observation) there.
+    """
+    if not streams:
+        return np.zeros(0, bool)
+    prior_f, prior_n, sizes = _prior_counts(streams, spec)
+    q0 = rate_upper_bounds(prior_f, prior_n, spec.baseline_confidence)
+    usable = (prior_n >= spec.min_baseline_observations) & (q0 < MAX_NULL_RATE)
+    q0 = np.clip(q0, spec.baseline_floor, MAX_NULL_RATE)
+    bounds = np.cumsum(sizes)[:-1]
+    parts = zip(np.split(usable, bounds), np.split(q0, bounds), streams, strict=True)
+    failed, rates = [], []
+    for use, rate, s in parts:
+        failed.append(s.failed[use])
+        rates.append(rate[use])
+    return _peak_bounds(failed, rates) >= np.asarray(thresholds) - MARGIN
