@@ -114,6 +114,7 @@ class Registry:
     references: dict[tuple[int, int], str] = field(default_factory=dict)  # (target id, probe row) -> text
     references_loaded: set[int] = field(default_factory=set)  # target ids
     recent: dict[tuple[int, int], deque[str]] = field(default_factory=dict)  # latest temperature-0 answers
+    lock: anyio.Lock = field(default_factory=anyio.Lock)  # held while registering (registration.py)
 
     def renew_reference(self, target_id: int, probe_pk: int, text: str) -> bool:
         """Record a temperature-0 answer; True when it (re-)establishes the cell's reference.

@@ -31,10 +31,11 @@ from canary.probing.cells import Cell, CellPool
 from canary.probing.completion import Completion, Mode, ProbeRequest
 from canary.probing.providers import Provider, get_provider
 from canary.probing.providers.base import ERROR_SNIPPET_CHARS
+from canary.probing.registration import register
 from canary.probing.summary import CellSummary, PassSummary
 from canary.scoring import ScoringContext, score_each
 from canary.storage.backlog import ResultBacklog
-from canary.storage.writes import RunResult, load_references, sync_probes, sync_targets, write_results
+from canary.storage.writes import RunResult, write_results
 
 log = logging.getLogger(__name__)
 
@@ -152,21 +153,11 @@ class PassRunner:
         return summary
 
     async def _register(self, targets: Sequence[Target], probes: Sequence[Probe]) -> None:
-        """Record new cells and probe versions and load references, once per process."""
+        """Record new cells and probe versions and load references, once per process (the
+        scheduler has usually done it for all its cells at once: :mod:`canary.probing.registration`)."""
         registry = self.cells.registry
-        new_targets = registry.unsynced_targets(targets)
-        new_probes = [p for p in probes if (p.id, p.version) not in registry.probes]
-        if new_targets or new_probes:
-            async with self.engine.begin() as conn:
-                synced = await sync_targets(conn, new_targets)
-                registry.probes.update(await sync_probes(conn, new_probes))
-            registry.targets.update({t.cell: (t, synced[t.cell]) for t in new_targets})
+        await register(self.engine, registry, targets, probes)
         self.cell_ids = {t.cell: registry.targets[t.cell][1] for t in targets}
-        unloaded = [i for i in self.cell_ids.values() if i not in registry.references_loaded]
-        if unloaded:
-            async with self.engine.connect() as conn:
-                registry.references.update(await load_references(conn, unloaded))
-            registry.references_loaded.update(unloaded)
         self.probe_ids = registry.probes
         self.references = registry.references
 

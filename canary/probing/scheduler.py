@@ -34,6 +34,7 @@ from canary.config.sections import ScheduleSpec
 from canary.probing import equivalence_runs
 from canary.probing.catalog import Catalog, Probe
 from canary.probing.cells import CellPool
+from canary.probing.registration import register
 from canary.probing.runner import cell_probes, run_pass
 from canary.service.metrics import ServiceMetrics
 from canary.storage.backlog import ResultBacklog
@@ -137,6 +138,7 @@ class ProbeScheduler:
         self.scheduled: dict[str, datetime] = {}  # APScheduler job id -> scheduled run time
         self.bursts_wanted: dict[str, str] = {}  # the last bursts asked for, owned or not
         self.in_flight: dict[asyncio.Task[object], str] = {}  # running pass -> its cell
+        self.registering: set[asyncio.Task[None]] = set()  # batch registrations under way
         self.started = False
 
     def start(self, now: datetime | None = None, cells: set[str] | None = None) -> None:
@@ -159,6 +161,7 @@ class ProbeScheduler:
             return  # shut down: nothing more to schedule
         now = now or datetime.now(UTC)
         cells = cells & {job.cell for job in self.jobs.values()}
+        self._register(cells - self.owned)
         for job in self.jobs.values():
             if job.cell in self.owned - cells:
                 self.scheduler.remove_job(job.key)
@@ -180,6 +183,30 @@ class ProbeScheduler:
                 except KeyError:
                     pass
         self.set_bursts(self.bursts_wanted, now)
+
+    def _register(self, cells: set[str]) -> None:
+        """Record ``cells`` and their probes in the background, in one batch (not one per pass).
+
+        Their first passes wait for it on the registry's lock; if it fails (the database is
+        down), each pass registers what it still lacks itself.
+        """
+        jobs = [job for job in self.jobs.values() if job.cell in cells]
+        if not jobs:
+            return
+        targets = list({job.cell: job.target for job in jobs}.values())
+        probes = [probe for job in jobs for probe in job.probes]
+        try:
+            task = asyncio.get_running_loop().create_task(self._register_batch(targets, probes))
+        except RuntimeError:  # no event loop (a test driving the jobs by hand): passes register
+            return
+        self.registering.add(task)
+        task.add_done_callback(self.registering.discard)
+
+    async def _register_batch(self, targets: list[Target], probes: list[Probe]) -> None:
+        try:
+            await register(self.engine, self.cells.registry, targets, probes)
+        except Exception as exc:
+            log.warning("registering %d cells failed (%s); passes retry", len(targets), type(exc).__name__)
 
     def running_cells(self) -> set[str]:
         return set(self.in_flight.values())
@@ -272,6 +299,8 @@ class ProbeScheduler:
         if not self.started:
             return
         self.scheduler.pause()
+        for registration in self.registering:
+            registration.cancel()
         if self.in_flight:
             await asyncio.wait(list(self.in_flight), timeout=grace_s)
         remaining = list(self.in_flight)

@@ -146,7 +146,11 @@ class Service:
         """The results' holding place through a database outage, exported in ``/metrics``."""
         spool = spool_dir(self.spec)
         backlog = ResultBacklog(
-            engine, spool, bound_s=self.spec.outage_buffer_s, memory_runs=self.spec.outage_memory_runs
+            engine,
+            spool,
+            bound_s=self.spec.outage_buffer_s,
+            memory_runs=self.spec.outage_memory_runs,
+            max_writers=self.spec.db_pool_size,  # the overflow stays free for heartbeats and the API
         )
         self.metrics.watch_backlog(backlog)
         return backlog

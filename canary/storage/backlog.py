@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 WRITE_TIMEOUT_S = 15.0  # a write that hangs this long (a frozen server) counts as unreachable
 RETRY_MIN_S, RETRY_MAX_S = 0.5, 5.0
 DEFAULT_MEMORY_RUNS = 2_000
+DEFAULT_WRITERS = 5  # concurrent direct writes; the service gives its pool size (the pool allows twice)
 DRAIN_RUNS = 500  # runs per transaction when writing the backlog
 DROP_REASONS = {
     "expired": "the database was unreachable for longer than the backlog's bound (service.outage_buffer_s)",
@@ -94,8 +95,13 @@ class ResultBacklog:
         memory_runs: int = DEFAULT_MEMORY_RUNS,
         on_drop: Callable[[str, int], None] | None = None,
         clock: Callable[[], float] = time.time,
+        max_writers: int = DEFAULT_WRITERS,
     ) -> None:
         self.engine = engine
+        # Passes write at once as they end; thousands of cells end many together. Bounded below the
+        # pool's size, they queue here instead of on the pool, where a wait would count against
+        # WRITE_TIMEOUT_S (as an outage) and starve the membership heartbeat of a connection.
+        self.writers = anyio.CapacityLimiter(max_writers)
         self.bound_s = bound_s
         self.memory_runs = memory_runs
         self.on_drop = on_drop
@@ -144,7 +150,8 @@ class ResultBacklog:
             return
         if not self.runs:
             try:
-                await self._write(runs, check_stored=False)
+                async with self.writers:
+                    await self._write(runs, check_stored=False)
                 return
             except Exception as exc:
                 if not unreachable(exc):
