@@ -381,10 +381,21 @@ ORDER BY time DESC LIMIT 50
         "SELECT started_at AS since, state, metric, summary FROM v_open_alerts WHERE cell = '$cell'"
         " ORDER BY started_at",
     )
+    # Equivalence findings (scheduled equivalence probes against the same model's other cells):
+    # the statistic's effect against its tolerance, open and resolved, newest first.
+    equivalence = panel(
+        "table",
+        "Equivalence against peers (equivalence.forced, equivalence.greedy)",
+        (0, 28, 24, 6),
+        """
+SELECT time, metric, effect, ci_low, ci_high, tolerance, n, p_value, open, message
+FROM v_equivalence WHERE cell = '$cell' AND $__timeFilter(time)
+ORDER BY time DESC LIMIT 50""",
+    )
     return dashboard(
         "canary-cell",
         "canary: cell",
-        [rate, latency, pools, errors, samples, open_alerts],
+        [rate, latency, pools, errors, samples, open_alerts, equivalence],
         [cell_var, metric_var],
         "now-24h",
     )

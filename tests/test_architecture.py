@@ -21,6 +21,7 @@ PURE = [
     ROOT / "canary" / "detection" / "decisions.py",
     ROOT / "canary" / "detection" / "equivalence.py",
     ROOT / "canary" / "verdicts" / "judgement.py",
+    ROOT / "canary" / "verdicts" / "equivalence.py",
     ROOT / "canary" / "service" / "health.py",
     ROOT / "canary" / "service" / "sparkline.py",
 ]

@@ -136,6 +136,9 @@ class VerdictPolicy(BaseModel):
     muted_metrics: tuple[str, ...] = ("latency_ms",)
     tolerated_failures: int = Field(default=0, ge=0)
     default_duration_s: float = Field(default=900.0, gt=0)
+    # The looks a deploy's equivalence.forced test is budgeted for (Bonferroni): 120 cover an hour
+    # at the service's 30 s verdict interval; a deploy looked at more often loses the bound.
+    equivalence_looks: int = Field(default=120, ge=1)
 
     @model_validator(mode="before")
     @classmethod

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import sqlalchemy as sa
@@ -23,8 +23,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from canary.config.globs import Selection
 from canary.config.sections import VerdictPolicy
 from canary.storage.counts import run_counts, score_counts
-from canary.storage.tables import DeployRow
+from canary.storage.tables import DeployRow, TargetRow
 from canary.verdicts.judgement import DeployState, MetricSamples, Verdict, advance, judge
+
+if TYPE_CHECKING:
+    from canary.stats.audit import Forced
 
 REQUEST_ERRORS = "request_errors"  # failed requests (timeouts, 5xx...) as a rate metric
 LATENCY = "latency_ms"
@@ -200,6 +203,20 @@ async def collect_samples(
     return samples
 
 
+async def collect_forced(
+    conn: AsyncConnection, canary: Sequence[str], baseline: Sequence[str], start: datetime, end: datetime
+) -> tuple[list[Forced], dict[str, Forced]] | None:
+    """Both sides' forced log-probabilities in the window (the equivalence probes' runs), or None."""
+    from canary.detection import equivalence_reads  # scipy, loaded on the first verdict
+
+    runs = await equivalence_reads.cell_runs(conn, start, end)
+    if not runs:
+        return None
+    names = {tid: cell for tid, cell in (await conn.execute(sa.select(TargetRow.id, TargetRow.cell))).all()}
+    by_cell = {names[tid]: r.forced for tid, r in runs.items() if r.forced}
+    return [by_cell[c] for c in canary if c in by_cell], {c: by_cell[c] for c in baseline if c in by_cell}
+
+
 async def evaluate_deploy(
     engine: AsyncEngine, row: Deploy, policy: VerdictPolicy, now: datetime
 ) -> DeployState:
@@ -210,7 +227,8 @@ async def evaluate_deploy(
     end = min(now, row.ends_at)
     async with engine.connect() as conn:
         samples = await collect_samples(conn, row.canary_cells, row.baseline_cells, row.started_at, end)
-    verdict: Verdict = await anyio.to_thread.run_sync(judge, samples, policy)
+        forced = await collect_forced(conn, row.canary_cells, row.baseline_cells, row.started_at, end)
+    verdict: Verdict = await anyio.to_thread.run_sync(judge, samples, policy, forced)
     state = advance(verdict, window_over=now >= row.ends_at)
     details = {
         **verdict.to_dict(),

@@ -20,7 +20,10 @@ values such as latency) for both sides and applies a
    data) is at most ``detect_effect``; for a continuous metric, the e-value that the median is
    *below* the ``1 + min_relative_shift`` ratio reaches ``1/(1 - power)``. Otherwise it is
    INCONCLUSIVE, with the reason.
-4. Overall: a failing critical metric fails the verdict alone; more than ``tolerated_failures``
+4. With scheduled equivalence probes, ``equivalence.forced`` (:mod:`canary.verdicts.equivalence`),
+   explicitly budgeted: ``1/(m + 1)`` of ``alpha`` over ``equivalence_looks`` looks, the other
+   ``m`` deciding metrics sharing the rest.
+5. Overall: a failing critical metric fails the verdict alone; more than ``tolerated_failures``
    failing ordinary metrics fail it; a critical metric short of evidence, or no metric with
    enough, makes it INCONCLUSIVE; otherwise PASS. Muted (dry-run) metrics are reported, never decide.
 
@@ -31,13 +34,16 @@ values such as latency) for both sides and applies a
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from canary.config.sections import VerdictPolicy
+
+if TYPE_CHECKING:  # scipy takes a second to import: kept off `canary serve`'s start-up path
+    from canary.stats.audit import Forced
 
 Outcome = Literal["PASS", "FAIL", "INCONCLUSIVE"]
 EXIT_CODES: dict[str, int] = {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 2}
@@ -69,7 +75,7 @@ class MetricResult:
     """One metric's judgement, with the numbers a reviewer needs to check it."""
 
     metric: str
-    kind: Literal["rate", "continuous"]
+    kind: Literal["rate", "continuous", "equivalence"]
     outcome: Outcome
     reason: str
     critical: bool
@@ -226,10 +232,25 @@ def _decide_metrics(results: list[MetricResult], policy: VerdictPolicy) -> None:
             _pass_or_wait(r, policy, r.e_threshold)
 
 
-def judge(samples: Sequence[MetricSamples], policy: VerdictPolicy) -> Verdict:
-    """Judge a deploy from per-metric samples (see the module docstring for the steps)."""
+def judge(
+    samples: Sequence[MetricSamples],
+    policy: VerdictPolicy,
+    forced: tuple[Sequence[Forced], Mapping[str, Forced]] | None = None,
+) -> Verdict:
+    """Judge a deploy from per-metric samples (see the module docstring for the steps).
+
+    ``forced``: the canary cells' and the baseline cells' (by name) forced log-probabilities, for
+    the ``equivalence.forced`` metric (:mod:`canary.verdicts.equivalence`), which takes its share
+    of ``alpha`` from the others.
+    """
+    from canary.verdicts.equivalence import forced_result
+
     results = [_evidence(s, policy) for s in sorted(samples, key=lambda s: s.metric)]
-    _decide_metrics(results, policy)
+    others = sum(not r.muted for r in results)
+    equivalence = forced_result(forced[0], forced[1], policy, others) if forced else None
+    share = policy.alpha * others / (others + 1) if equivalence is not None else policy.alpha
+    _decide_metrics(results, policy.model_copy(update={"alpha": share}))
+    results += [equivalence] if equivalence is not None else []
     deciding = [r for r in results if not r.muted]
     failed_critical = [r.metric for r in deciding if r.critical and r.outcome == "FAIL"]
     failed_other = [r.metric for r in deciding if not r.critical and r.outcome == "FAIL"]

@@ -241,6 +241,16 @@ async def _seed_alerts_and_deploys(conn: Any, ids: dict[str, int], now: datetime
         )
         .returning(FindingRow.id)
     )
+    # An equivalence finding (the cell's forced log-likelihoods against its peers').
+    await conn.execute(
+        sa.insert(FindingRow).values(
+            target_id=ids[FIRING], cell=FIRING, metric="equivalence.forced", kind="equivalence",
+            baseline_rate=0.0, observed_rate=0.0, effect=0.019, effect_ci_low=0.006, effect_ci_high=0.032,
+            n_baseline=0, baseline_failures=0, n_observed=426, failures=0, statistic=24.4, threshold=15.1,
+            p_value=2.4e-11, message=f"{FIRING} equivalence.forced [equivalence]: 0.019 nats/token",
+            details={"tolerance": 0.002}, created_at=now, updated_at=now,
+        )
+    )  # fmt: skip
     for cell, state, metric in ((FIRING, "firing", "known_answer"), (PENDING, "pending", "determinism")):
         await conn.execute(
             sa.insert(AlertRow).values(

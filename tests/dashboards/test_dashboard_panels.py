@@ -56,6 +56,18 @@ EXPECTED_COLUMNS: dict[tuple[str, str], list[str]] = {
         "output",
     ],
     ("cell", "Open alerts on this cell"): ["since", "state", "metric", "summary"],
+    ("cell", "Equivalence against peers (equivalence.forced, equivalence.greedy)"): [
+        "time",
+        "metric",
+        "effect",
+        "ci_low",
+        "ci_high",
+        "tolerance",
+        "n",
+        "p_value",
+        "open",
+        "message",
+    ],
     ("deploys", "Verdicts in range"): ["verdict", "deploys"],
     ("deploys", "Metrics that failed deploys"): ["metric", "failed", "judged"],
     ("deploys", "Verdict history"): [
@@ -88,7 +100,10 @@ EXPECTED_COLUMNS: dict[tuple[str, str], list[str]] = {
     ],
 }
 # Panels whose rows only exist for another cell than the sick one.
-PANEL_VARIABLES = {("cell", "Open alerts on this cell"): {"cell": FIRING}}
+PANEL_VARIABLES = {
+    ("cell", "Open alerts on this cell"): {"cell": FIRING},
+    ("cell", "Equivalence against peers (equivalence.forced, equivalence.greedy)"): {"cell": FIRING},
+}
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from canary.alerting.round import RoundResult, detection_round
 from canary.config.loader import Target, build_config
-from canary.config.sections import AlertsSpec, DetectionSpec
+from canary.config.sections import AlertsSpec, DetectionSpec, VerdictPolicy
 from canary.detection.equivalence import FORCED
 from canary.fleet import default_fleet_config, fleet_targets
 from canary.fleet.running import RunningFleet, run_fleet_in_thread
@@ -28,6 +28,8 @@ from canary.probing.equivalence_runs import probes_for, scheduled_probes
 from canary.probing.runner import run_pass
 from canary.storage import logprobs
 from canary.storage.tables import AlertRow, ProbeRow, RunRow
+from canary.verdicts.deploys import collect_forced
+from canary.verdicts.judgement import judge
 
 pytestmark = pytest.mark.anyio
 
@@ -88,6 +90,14 @@ async def test_a_quantized_pool_is_an_equivalence_alert_for_that_cell_only(
     ]
     # The echo's prompt log-probabilities are stored with the run (compressed), as detection reads them.
     assert stored is not None and bytes(stored)[:1] != b"[" and len(logprobs.decode(stored) or []) > 10
+    # A deploy whose canary is the quantized pool FAILs the verdict's equivalence.forced metric.
+    peers = [t.cell for t in small_cells(fleet) if t.cell != BROKEN]
+    async with engine.connect() as conn:
+        forced = await collect_forced(
+            conn, [BROKEN], peers, datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC)
+        )
+    verdict = judge([], VerdictPolicy(), forced)
+    assert (verdict.outcome, [m.metric for m in verdict.metrics]) == ("FAIL", ["equivalence.forced"])
 
 
 async def test_a_healthy_fleet_raises_no_equivalence_finding(
