@@ -9,6 +9,7 @@ compressed column), greedy runs' texts.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -18,11 +19,14 @@ from canary.detection.equivalence import CellRuns, mean_logprobs
 from canary.probing.equivalence_runs import SETS
 from canary.stats.audit import continuation_span
 from canary.storage import logprobs
-from canary.storage.tables import ProbeRow, RunRow
+from canary.storage.tables import ProbeRow, RunRow, TargetRow
 
 
-async def cell_runs(conn: AsyncConnection, since: datetime, until: datetime) -> dict[int, CellRuns]:
-    """Each cell's forced and greedy evidence from runs started in ``(since, until]`` (target id -> runs)."""
+async def cell_runs(
+    conn: AsyncConnection, since: datetime, until: datetime, cells: Sequence[str] | None = None
+) -> dict[int, CellRuns]:
+    """Each cell's forced and greedy evidence from runs started in ``(since, until]`` (target id -> runs);
+    only the named ``cells`` when given (a deploy's sides)."""
     rows = await conn.execute(
         sa.select(ProbeRow.id, ProbeRow.probe_id, ProbeRow.probe_set, ProbeRow.spec).where(
             ProbeRow.probe_set.in_([SETS["forced"], SETS["greedy"]])
@@ -31,12 +35,16 @@ async def cell_runs(conn: AsyncConnection, since: datetime, until: datetime) -> 
     versions = {pk: (probe_id, probe_set, spec) for pk, probe_id, probe_set, spec in rows.all()}
     if not versions:
         return {}
-    runs = await conn.execute(
+    query = (
         sa.select(RunRow.target_id, RunRow.probe_pk, RunRow.output_text, RunRow.token_logprobs)
         .where(RunRow.probe_pk.in_(list(versions)), RunRow.status == "ok")
         .where(RunRow.started_at > since, RunRow.started_at <= until)
         .order_by(RunRow.started_at)
     )
+    if cells is not None:
+        chosen = sa.select(TargetRow.id).where(TargetRow.cell.in_(list(cells)))
+        query = query.where(RunRow.target_id.in_(chosen.scalar_subquery()))
+    runs = await conn.execute(query)
     forced: dict[tuple[int, int], list[list[float]]] = defaultdict(list)
     out: dict[int, CellRuns] = defaultdict(CellRuns)
     for target_id, probe_pk, text, packed in runs.all():

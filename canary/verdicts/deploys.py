@@ -209,7 +209,7 @@ async def collect_forced(
     """Both sides' forced log-probabilities in the window (the equivalence probes' runs), or None."""
     from canary.detection import equivalence_reads  # scipy, loaded on the first verdict
 
-    runs = await equivalence_reads.cell_runs(conn, start, end)
+    runs = await equivalence_reads.cell_runs(conn, start, end, [*canary, *baseline])
     if not runs:
         return None
     names = {tid: cell for tid, cell in (await conn.execute(sa.select(TargetRow.id, TargetRow.cell))).all()}
