@@ -151,3 +151,28 @@ def test_equivalence_probes_are_jobs_of_their_own_only_with_an_interval(make_con
     # openai-chat returns no prompt log-probabilities: greedy and sampled, never forced.
     assert set(jobs) == {"basic", "equivalence.greedy", "equivalence.sampled"}
     assert jobs["equivalence.greedy"].interval_s == 900 and jobs["basic"].interval_s == 3600
+
+
+async def test_the_service_stores_the_equivalence_runs_at_their_own_interval(
+    engine: AsyncEngine, make_config: MakeConfig
+) -> None:
+    config, catalog = make_config({"a": "ok"}, interval_s=3600)
+    spec = ScheduleSpec(start_spread_s=0, equivalence_interval_s=0.3)
+    jobs = plan_jobs(config.targets, catalog, Shard(), spec, scheduled_probes(load_equivalence()))
+    greedy = "AND r.probe_pk IN (SELECT id FROM probes WHERE probe_set = 'equivalence.greedy')"
+    async with CellPool() as cells:
+        scheduler = ProbeScheduler(engine, cells, jobs, spec, ServiceMetrics())
+        scheduler.start()
+        try:
+            prompts = len(load_equivalence().greedy)
+            await eventually(
+                lambda: _runs_at_least(engine, greedy, 2 * prompts), "two passes of the greedy probes"
+            )
+        finally:
+            await scheduler.shutdown(grace_s=30)
+    basic = "AND r.probe_pk IN (SELECT id FROM probes WHERE probe_set = 'basic')"
+    assert await count_runs(engine, "m/p/a", basic) == 1  # the cell's own interval: one pass so far
+
+
+async def _runs_at_least(engine: AsyncEngine, extra: str, n: int) -> bool:
+    return await count_runs(engine, "m/p/a", extra + " AND r.status = 'ok'") >= n
