@@ -61,11 +61,15 @@ async def test_prometheus_scrapes_the_service_and_the_rules_record_per_cell_fail
         )
         assert lint.returncode == 0 and lint.stdout == lint.stderr == b"", lint.stdout + lint.stderr
 
-        async with engine.connect() as conn:
-            bad = await conn.scalar(sa.text("SELECT id FROM targets WHERE cell = 'm/p/bad'"))
+        async def bad_cell() -> int:  # registered by the replica that claims it, not at start (0: not yet)
+            async with engine.connect() as conn:
+                return int(await conn.scalar(sa.text("SELECT id FROM targets WHERE cell = 'm/p/bad'")) or 0)
+
+        await eventually(bad_cell, "m/p/bad registered")
+        bad = await bad_cell()
         hook = {"name": "ops", "kind": "webhook", "url": "http://127.0.0.1:9/hook"}
         spec = AlertsSpec.model_validate({"for_s": 0, "receivers": [hook]})
-        await evaluate_alerts(engine, [make_finding(int(bad), "m/p/bad")], spec, datetime.now(UTC))
+        await evaluate_alerts(engine, [make_finding(bad, "m/p/bad")], spec, datetime.now(UTC))
 
         (tmp_path / "prometheus.yml").write_text(CONFIG.format(rules=RULES, port=service.port))
         args = [f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}"]
