@@ -4,9 +4,10 @@ The evidence comes in plain mappings (see :mod:`canary.probing.audit`): forced l
 per (probe, round), temperature-0 texts per probe, sampled texts per probe. Each test compares
 the cell with its peers on what they all answered:
 
-- ``forced``: the (probe, round) keys every one of them scored with the same number of tokens
-  (a different token count means a different tokenizer: a different model, reported as such);
-  a peer that scored nothing at all (down, or refusing echo) is left out;
+- ``forced``: the (probe, round) keys every one of them scored, against the peers that cut them
+  into as many tokens as the cell (a cell no peer agrees with has a different tokenizer: a
+  different model, reported as such); a peer that scored nothing at all (down, or refusing
+  echo) is left out;
 - ``greedy``: the prompts the cell and at least two peers answered;
 - ``sampled``: the cell's samples against the peers' pooled, prompt by prompt (MMD).
 
@@ -52,10 +53,13 @@ def _inconclusive(statistic: str, n: int = 0) -> Comparison:
 def compare_forced(cell: Forced, peers: Sequence[Forced], alpha: float) -> Comparison:
     peers = [p for p in peers if p]  # a peer that scored nothing (down, refusing echo) is no evidence
     keys = [k for k in cell if peers and all(k in p for p in peers)]
-    same = [k for k in keys if all(len(p[k]) == len(cell[k]) for p in peers)]
-    if keys and not same:
-        # Every shared text was cut into tokens differently: not the same tokenizer, not the same model.
+    # Peers that cut the shared texts into as many tokens as the cell; one odd peer (another
+    # tokenizer) is left out rather than making every other cell look different.
+    agreeing = [p for p in peers if all(len(p[k]) == len(cell[k]) for k in keys)]
+    if keys and not agreeing:
+        # No peer cut the shared texts as the cell did: not the same tokenizer, not the same model.
         return Comparison("forced_token_count", 1.0, 1.0, 1.0, 0.0, 0.0, len(keys), "different")
+    peers, same = agreeing, keys
     if not same:
         return _inconclusive("forced_logprob_deviation")
     x = np.concatenate([np.asarray(cell[k], dtype=np.float64) for k in same])
