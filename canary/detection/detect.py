@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
 from collections import defaultdict
@@ -187,7 +188,8 @@ async def detect(
         since = now - timedelta(seconds=spec.peer_window_s)
         equivalence = await equivalence_reads.cell_runs(conn, since, now)
         tests = _tests(streams, equivalence)
-        candidates = _self_candidates(streams, tests, spec, now)
+        # In a thread: the statistics are the round's CPU time, and the service's loop keeps probing.
+        candidates = await asyncio.to_thread(_self_candidates, streams, tests, spec, now)
         candidates += await _invariants(conn, streams, spec, now)
         candidates += await _peers(conn, names, tests, spec, now)
         candidates += equivalence_candidates(equivalence, names, spec, tests)
