@@ -29,7 +29,8 @@ from canary.service.limits import MAX_BODY_BYTES, RequestLimits, validation_erro
 from canary.service.membership import membership_view
 from canary.service.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from canary.service.status_page import install_status_page
-from canary.storage.counts import score_counts
+from canary.storage.observations import AVAILABILITY
+from canary.storage.observed import observed, settled_before
 from canary.storage.tables import AlertDeliveryRow, AlertRow, FindingRow, TargetRow
 from canary.verdicts.deploys import (
     CellSelectionError,
@@ -41,6 +42,7 @@ from canary.verdicts.deploys import (
 )
 
 MAX_DURATION_S = 7 * 86400.0
+CLOCK_SKEW = timedelta(hours=1)  # /api/results counts rows up to this far past our clock
 bearer = HTTPBearer(auto_error=False)  # module level: FastAPI resolves annotations in module globals
 
 
@@ -150,19 +152,27 @@ def create_app(ctx: ApiContext) -> FastAPI:
         window_s: Annotated[float, Query(gt=0, le=30 * 86400)] = 3600.0,
     ) -> list[dict[str, Any]]:
         """Pass rates per cell and metric over the last ``window_s`` seconds."""
-        since = ctx.clock() - timedelta(seconds=window_s)
-        counts = score_counts(
-            since=since,
-            cells=None if cell is None else [cell],
-            metrics=None if metric is None else [metric],
-        ).subquery()
-        query = (
-            sa.select(TargetRow.cell, counts.c.metric, counts.c.n, counts.c.failures)
-            .join_from(counts, TargetRow, TargetRow.id == counts.c.target_id)
-            .order_by(TargetRow.cell, counts.c.metric)
-        )
+        now = ctx.clock()
         async with ctx.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
+            # ``observations`` up to date (canary.storage.observed), each pass in the window
+            # holding its first score; rows another replica's clock put ahead of ours still count.
+            window = observed(
+                await settled_before(conn),
+                now - timedelta(seconds=window_s),
+                now + CLOCK_SKEW,
+                cells=None if cell is None else [cell],
+            ).subquery()
+            n, failures = sa.func.sum(window.c.n).label("n"), sa.func.sum(window.c.failures).label("f")
+            query = (
+                sa.select(TargetRow.cell, window.c.metric, n, failures)
+                .join_from(window, TargetRow, TargetRow.id == window.c.target_id)
+                .where(
+                    window.c.metric != AVAILABILITY, *([] if metric is None else [window.c.metric == metric])
+                )
+                .group_by(TargetRow.cell, window.c.metric)
+                .order_by(TargetRow.cell, window.c.metric)
+            )
+            rows = [(c, m, int(n), int(f)) for c, m, n, f in (await conn.execute(query)).all()]
         return [
             {"cell": c, "metric": m, "n": n, "failures": f, "pass_rate": (n - f) / n if n else None}
             for c, m, n, f in rows

@@ -24,6 +24,7 @@ It is idempotent (delete and regroup), so a second call or an overlapping range 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -46,10 +47,12 @@ UNLOCK = "SELECT pg_advisory_unlock(hashtext('canary.observations'))"
 _TINY = timedelta(microseconds=1)
 
 
-def clusters(lo: datetime, hi: datetime) -> sa.Select[Any]:
-    """Observations first scored in [lo, hi): ``target_id, metric, probe_pk, pass_id, n, failures, at``."""
-    scores = score_counts(since=lo - PASS_SPAN, until=hi + PASS_SPAN, by_probe=True, by_pass=True)
-    runs = run_counts(since=lo - PASS_SPAN, until=hi + PASS_SPAN, by_probe=True, by_pass=True).subquery()
+def clusters(lo: datetime, hi: datetime, cells: Sequence[str] | None = None) -> sa.Select[Any]:
+    """Observations first scored in [lo, hi): ``target_id, metric, probe_pk, pass_id, n, failures, at``
+    (of ``cells`` only, when given)."""
+    since, until = lo - PASS_SPAN, hi + PASS_SPAN
+    scores = score_counts(since=since, until=until, cells=cells, by_probe=True, by_pass=True)
+    runs = run_counts(since=since, until=until, cells=cells, by_probe=True, by_pass=True).subquery()
     availability = sa.select(
         runs.c.target_id, sa.literal(AVAILABILITY).label("metric"), runs.c.probe_pk, runs.c.pass_id,
         runs.c.runs.label("n"), runs.c.errors.label("failures"), runs.c.at,
@@ -91,7 +94,7 @@ async def _refresh_range(conn: AsyncConnection, lo: datetime, hi: datetime) -> N
     await conn.execute(sa.insert(hours).from_select(names, totals))
 
 
-async def _changed(
+async def changed_since(
     conn: AsyncConnection, run_id: int, score_id: int
 ) -> tuple[datetime | None, datetime | None]:
     """The oldest and newest time among runs and scores above the given ids."""
@@ -127,7 +130,7 @@ async def refresh(engine: AsyncEngine) -> int:
                 await conn.execute(sa.text("SELECT (SELECT max(id) FROM runs), (SELECT max(id) FROM scores)"))
             ).one()
             seen_run, seen_score = (progress[0] - ID_MARGIN, progress[1] - ID_MARGIN) if progress else (0, 0)
-            oldest, newest = await _changed(conn, seen_run, seen_score)
+            oldest, newest = await changed_since(conn, seen_run, seen_score)
             await conn.commit()
             if oldest is not None and newest is not None:
                 # A row at t belongs to the observation starting in [t - span, t], and may move

@@ -22,7 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from canary.config.globs import Selection
 from canary.config.sections import VerdictPolicy
-from canary.storage.counts import run_counts, score_counts
+from canary.storage.observations import AVAILABILITY
+from canary.storage.observed import observed, settled_before
 from canary.storage.tables import DeployRow, TargetRow
 from canary.verdicts.judgement import DeployState, MetricSamples, Verdict, advance, judge
 
@@ -156,12 +157,12 @@ async def active_bursts(engine: AsyncEngine, now: datetime) -> dict[str, str]:
     return bursts
 
 
-def _per_metric(clusters: sa.Subquery, failures: str) -> sa.Select[Any]:
+def _per_metric(observations: sa.Subquery) -> sa.Select[Any]:
     """Failing observations and observations per metric, from rows that are each one clustered
     observation (a cell's repeats of one probe version in one pass): repeats of a temperature-0
     probe fail together, so counting them as independent runs would overstate the evidence."""
-    keys = [clusters.c.metric] if "metric" in clusters.c else []
-    return sa.select(*keys, sa.func.count().filter(clusters.c[failures] > 0), sa.func.count()).group_by(*keys)
+    c = observations.c
+    return sa.select(c.metric, sa.func.count().filter(c.failures > 0), sa.func.count()).group_by(c.metric)
 
 
 async def collect_samples(
@@ -169,20 +170,21 @@ async def collect_samples(
 ) -> list[MetricSamples]:
     """Per-metric failure counts on both sides inside the window, plus request errors and latency.
 
-    A rate metric's ``n`` counts clustered observations, not runs (:func:`_per_metric`)."""
+    A rate metric's ``n`` counts clustered observations, not runs (:func:`_per_metric`), read
+    from ``observations`` up to date (:mod:`canary.storage.observed`); a pass counts whole, in the
+    window holding its first score. Latency values are raw rows, the first of the window."""
     sides: dict[str, dict[str, tuple[int, int]]] = {}
     latency: dict[str, tuple[float, ...]] = {}
+    settled = await settled_before(conn)
     for side, cells in (("canary", canary), ("baseline", baseline)):
         window = {"cells": list(cells), "start": start, "end": end}
         # metric -> (failing observations, observations) over the side's cells
-        scores = score_counts(cells=list(cells), since=start, until=end, by_probe=True, by_pass=True)
         counts = {
-            metric: (int(f), int(n))
-            for metric, f, n in (await conn.execute(_per_metric(scores.subquery(), "failures"))).all()
+            REQUEST_ERRORS if metric == AVAILABILITY else metric: (int(f), int(n))
+            for metric, f, n in (
+                await conn.execute(_per_metric(observed(settled, start, end, list(cells)).subquery()))
+            ).all()
         }
-        runs = run_counts(cells=list(cells), since=start, until=end, by_probe=True, by_pass=True)
-        for f, n in (await conn.execute(_per_metric(runs.subquery(), "errors"))).all():
-            counts[REQUEST_ERRORS] = (int(f), int(n))
         values = await conn.execute(
             sa.text(
                 "SELECT r.latency_ms FROM runs r JOIN targets t ON t.id = r.target_id"
