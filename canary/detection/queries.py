@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from canary.config.sections import DetectionSpec
+from canary.detection.baselines import baseline_sums
 from canary.detection.decisions import Counts
 from canary.detection.sequential import Stream
 from canary.storage.counts import run_counts
@@ -126,13 +127,14 @@ async def streams(
     """Every (cell, metric) stream over the look-back, request errors included, with its baselines.
 
     1. Observations (:mod:`canary.storage.observations`) over ``(now - history_s, now]``.
-    2. Baselines: per probe version over the ``baseline_s`` before that, from the hourly totals.
+    2. Baselines: per probe version over the ``baseline_s`` before that, from the hourly totals
+       (:mod:`canary.detection.baselines`, whole hours kept between rounds).
     """
     start = now - timedelta(seconds=spec.history_s)
     base_start = start - timedelta(seconds=spec.baseline_s)
     baselines: dict[Key, dict[int, Counts]] = defaultdict(dict)
-    for row in (await conn.execute(totals(base_start, start, by_probe=True))).all():
-        baselines[(row.target_id, row.metric)][row.probe_pk] = Counts(int(row.failing), int(row.observations))
+    for (tid, metric, probe), (failing, n) in (await baseline_sums(conn, base_start, start)).items():
+        baselines[(tid, metric)][probe] = Counts(failing, n)
     out = []
     for row in (await conn.execute(sa.text(STREAM_ARRAYS), {"start": start, "now": now})).all():
         tid, metric = row.target_id, row.metric

@@ -16,7 +16,9 @@ from the second, never the raw ``scores`` (:mod:`canary.detection.queries`).
    delete them and regroup the raw rows of that range widened by :data:`PASS_SPAN` on each side,
    so each pass is counted whole, in the range holding its first score. Then recompute the hours
    touched. A first call (no progress row) backfills everything, in :data:`CHUNK` steps.
-3. Store the ids read in step 1 as the new progress.
+3. Store the ids read in step 1 as the new progress, and note in :data:`REFRESHED` (per engine,
+   in this process) the progress found and left and the hours recomputed, so a reader may keep
+   totals of hours no refresh has touched since (:mod:`canary.detection.baselines`).
 
 It is idempotent (delete and regroup), so a second call or an overlapping range changes nothing.
 """
@@ -24,7 +26,9 @@ It is idempotent (delete and regroup), so a second call or an overlapping range 
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,6 +49,19 @@ PROGRESS = "observations"
 LOCK = "SELECT pg_advisory_lock(hashtext('canary.observations'))"
 UNLOCK = "SELECT pg_advisory_unlock(hashtext('canary.observations'))"
 _TINY = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    """One refresh by this process: the progress (run id, score id) it found (``None``: none) and
+    left, and the hours ``[lo, hi)`` of ``observation_rollup_hour`` it recomputed (``None``: none)."""
+
+    found: tuple[int, int] | None
+    left: tuple[int, int]
+    hours: tuple[datetime, datetime] | None
+
+
+REFRESHED: weakref.WeakKeyDictionary[sa.Engine, Refreshed] = weakref.WeakKeyDictionary()
 
 
 def clusters(lo: datetime, hi: datetime, cells: Sequence[str] | None = None) -> sa.Select[Any]:
@@ -115,6 +132,7 @@ async def changed_since(
 async def refresh(engine: AsyncEngine) -> int:
     """Bring ``observations`` and ``observation_rollup_hour`` up to date; returns the chunks recomputed."""
     chunks = 0
+    hours: tuple[datetime, datetime] | None = None
     async with engine.connect() as conn:
         await conn.execute(sa.text(LOCK))
         await conn.commit()
@@ -136,6 +154,7 @@ async def refresh(engine: AsyncEngine) -> int:
                 # A row at t belongs to the observation starting in [t - span, t], and may move
                 # one that started up to span after it (an earlier repeat stored late).
                 lo, end = oldest - PASS_SPAN, newest + PASS_SPAN
+                hours = (_floor_hour(lo), _floor_hour(end - _TINY) + timedelta(hours=1))
                 while lo < end:
                     hi = min(lo + CHUNK, end)
                     async with conn.begin():
@@ -144,7 +163,8 @@ async def refresh(engine: AsyncEngine) -> int:
                     chunks += 1
                     lo = hi
             async with conn.begin():
-                values = {"name": PROGRESS, "last_run_id": ids[0] or 0, "last_score_id": ids[1] or 0}
+                left = (int(ids[0] or 0), int(ids[1] or 0))
+                values = {"name": PROGRESS, "last_run_id": left[0], "last_score_id": left[1]}
                 upsert = pg_insert(RollupProgressRow).values(values)
                 await conn.execute(
                     upsert.on_conflict_do_update(
@@ -155,5 +175,7 @@ async def refresh(engine: AsyncEngine) -> int:
         finally:
             await conn.execute(sa.text(UNLOCK))
             await conn.commit()
+    found = (int(progress[0]), int(progress[1])) if progress else None
+    REFRESHED[engine.sync_engine] = Refreshed(found, left, hours)
     log.debug("observations refreshed: %d chunks", chunks)
     return chunks
