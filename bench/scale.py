@@ -2,9 +2,11 @@
 then detection and retention over a large stored history.
 
 Part 1, for each cell count and replica count: real ``canary serve`` processes (``--shard i/N``)
-probe a zero-latency loopback upstream (another process) for ``--duration`` seconds after all
-are ready; one PostgreSQL (embedded, as ``DATABASE_URL``) stores everything. Printed: scheduler
-lag p50/p99 (the replicas' ``canary_scheduler_lag_seconds`` histograms summed), stored runs/s,
+probe a zero-latency loopback upstream (another process); after all are ready and ``--warmup``
+seconds more (one interval by default: registration and first passes are start-up, not the
+steady state), figures are taken over ``--duration`` seconds; one PostgreSQL (embedded, as
+``DATABASE_URL``) stores everything. Printed: scheduler lag p50/p99 (the replicas'
+``canary_scheduler_lag_seconds`` histograms summed, over the window only), stored runs/s,
 PostgreSQL CPU seconds per stored run (all server processes, user + system), one detection
 round over the stored cells, peak RSS per replica, bytes per stored run (runs, scores and
 observations with their indexes and TOAST), and each figure's ratio to one replica.
@@ -15,8 +17,11 @@ detection round (which backfills the observation counts), a steady round (the ``
 and dropping the oldest day's partitions. Token logprobs' size is measured on one realistic
 answer (64 tokens, 5 alternatives each) as JSONB and as stored.
 
-    .venv/bin/python bench/scale.py [--cells 1000,5000,10000] [--replicas 1,2,4] [--duration 40]
-                                    [--interval 60] [--big-runs 10000000]
+    .venv/bin/python bench/scale.py [--cells 1000,5000,10000] [--replicas 1,2,4] [--interval 30]
+                                    [--warmup 30] [--duration 30] [--big-runs 10000000]
+
+The defaults are short (30 s of warm-up and 30 s measured per configuration, nine of them) to keep
+the whole run near 15 minutes.
 """
 
 from __future__ import annotations
@@ -80,7 +85,9 @@ SIZE = (
 def postgres_cpu_s(server_pid: int) -> float:
     """User + system CPU seconds of the PostgreSQL server and all its backends so far."""
     root = psutil.Process(server_pid)
-    total = 0.0
+    own = root.cpu_times()
+    # Backends that exited count through the postmaster, which reaps them (children_*).
+    total = own.children_user + own.children_system
     for p in [root, *root.children(recursive=True)]:
         try:
             t = p.cpu_times()
@@ -144,6 +151,17 @@ def detection_rounds_s(url: str, times: list[datetime]) -> list[float]:
     return asyncio.run(rounds())
 
 
+def merged_lag(ports: list[int]) -> dict[float, float]:
+    """The replicas' scheduler lag histograms summed: cumulative count per bucket bound."""
+    merged: dict[float, float] = {}
+    for port in ports:
+        # A saturated replica answers slowly; give it a minute rather than lose the run.
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=60).text
+        for le, count in lag_buckets(text):
+            merged[le] = merged.get(le, 0.0) + count
+    return merged
+
+
 def run_replicas(
     workdir: Path, server_url: str, pg_pid: int, cells: int, replicas: int, args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -187,6 +205,10 @@ def run_replicas(
     try:
         for port, proc in zip(ports, procs, strict=True):
             wait_ready(f"http://127.0.0.1:{port}", proc)
+        # Steady state: the first passes (registration, connections, the start spread) are not
+        # measured; counts at the window's start are subtracted from those at its end.
+        time.sleep(args.warmup)
+        lag0 = merged_lag(ports)
         runs0, cpu0, t0 = stored_runs(url), postgres_cpu_s(pg_pid), time.perf_counter()
         rss = [0.0] * replicas
         while time.perf_counter() - t0 < args.duration:
@@ -195,12 +217,7 @@ def run_replicas(
                 rss[i] = max(rss[i], psutil.Process(proc.pid).memory_info().rss / 2**20)
         elapsed = time.perf_counter() - t0
         runs1, cpu1 = stored_runs(url), postgres_cpu_s(pg_pid)
-        merged: dict[float, float] = {}
-        for port in ports:
-            # A saturated replica answers slowly; give it a minute rather than lose the run.
-            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=60).text
-            for le, count in lag_buckets(text):
-                merged[le] = merged.get(le, 0.0) + count
+        merged = {le: count - lag0.get(le, 0.0) for le, count in merged_lag(ports).items()}
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -219,6 +236,8 @@ def run_replicas(
         "lag_p99_s": round(histogram_quantile(0.99, buckets), 4),
         "runs_per_s": round((runs1 - runs0) / elapsed, 2),
         "configured_per_s": round(cells / args.interval, 2),
+        "warmup_s": args.warmup,
+        "measured_s": round(elapsed, 1),
         "db_cpu_ms_per_run": round(1000 * (cpu1 - cpu0) / stored, 3),
         "detection_round_s": round(detect_s, 3),
         "rss_mb_per_replica": round(max(rss), 1),
@@ -226,6 +245,11 @@ def run_replicas(
     }
     drop(server_url, name)
     return figures
+
+
+def ratio(figure: float, of_one: float) -> float | None:
+    """``figure`` over one replica's; None when one replica's is zero (a saturated replica)."""
+    return round(figure / of_one, 2) if of_one > 0 else None
 
 
 def drop(server_url: str, name: str) -> None:
@@ -371,8 +395,11 @@ def main() -> None:
     )
     parser.add_argument("--cells", default="1000,5000,10000")
     parser.add_argument("--replicas", default="1,2,4")
-    parser.add_argument("--duration", type=float, default=40.0, help="seconds measured per configuration")
-    parser.add_argument("--interval", type=float, default=60.0, help="seconds between passes of one cell")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds measured per configuration")
+    parser.add_argument("--interval", type=float, default=30.0, help="seconds between passes of one cell")
+    parser.add_argument(
+        "--warmup", type=float, default=30.0, help="seconds run before measuring (steady state, not start-up)"
+    )
     parser.add_argument("--big-runs", type=int, default=10_000_000, help="runs stored for part 2 (0: skip)")
     args = parser.parse_args()
     print_machine()
@@ -394,9 +421,9 @@ def main() -> None:
                         results.append({"cells": cells, "replicas": replicas, "error": repr(exc)})
                         continue
                     one = one or f
-                    f["runs_per_s_ratio"] = round(f["runs_per_s"] / max(one["runs_per_s"], 1e-9), 2)
-                    f["lag_p99_ratio"] = round(f["lag_p99_s"] / max(one["lag_p99_s"], 1e-9), 2)
-                    f["db_cpu_ratio"] = round(f["db_cpu_ms_per_run"] / max(one["db_cpu_ms_per_run"], 1e-9), 2)
+                    for key, figure in (("runs_per_s", "runs_per_s"), ("lag_p99", "lag_p99_s"),
+                                        ("db_cpu", "db_cpu_ms_per_run")):  # fmt: skip
+                        f[f"{key}_ratio"] = ratio(f[figure], one[figure])
                     results.append(f)
                     print(
                         f"{cells:>6} cells x {replicas} replicas: lag p50 {f['lag_p50_s']:.3f} s p99"
