@@ -1,7 +1,7 @@
 """Deploys under a verdict: registration, the samples a verdict reads, and periodic evaluation.
 
 A deploy names canary cells and baseline cells and a window (start, duration). While the window
-is open every replica bursts probes on the cells it owns; the replica holding the singleton lock
+is open every replica bursts probes on the cells it owns; the replica holding the leader lease
 evaluates running deploys every ``verdict_interval_s`` with :func:`canary.verdicts.judgement.judge` and
 stores the result in ``deploys.details``, ending the deploy when the window closes or at the
 first FAIL (the tests are anytime-valid, so a FAIL at any look is as trustworthy as one at the
