@@ -1,4 +1,4 @@
-"""Shared benchmark helpers: machine description and peak RSS."""
+"""Shared benchmark helpers: machine description, peak RSS and the canary command line."""
 
 from __future__ import annotations
 
@@ -34,3 +34,8 @@ def print_machine() -> None:
 def peak_rss_mb() -> float:
     """Peak resident set size of this process in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def canary_command(*args: str) -> list[str]:
+    """``python -m canary ARGS`` with this interpreter: the benchmarks run the product's own CLI."""
+    return [sys.executable, "-m", "canary", *args]

@@ -33,6 +33,7 @@ from starlette.routing import Route
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._common import canary_command  # noqa: E402
 from tests.loopback import ThreadedServer  # noqa: E402
 
 PROBES = """[[probe]]
@@ -194,16 +195,7 @@ def replica_fleet(
                 port = free_port()
                 config = write_config(fleet.workdir, server.url, cells, port, heartbeat_s, lease_s)
                 log = fleet.workdir / f"replica-{port}.log"
-                cmd = [
-                    sys.executable,
-                    "-m",
-                    "canary",
-                    "serve",
-                    "--config",
-                    str(config),
-                    "--log-level",
-                    "WARNING",
-                ]
+                cmd = canary_command("serve", "--config", str(config), "--log-level", "WARNING")
                 with log.open("wb") as out:
                     proc = subprocess.Popen(
                         cmd, env=env, cwd=fleet.workdir, stdout=out, stderr=subprocess.STDOUT

@@ -44,7 +44,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._common import print_machine  # noqa: E402
+from bench._common import canary_command, print_machine  # noqa: E402
 from tests.faults.database import StoppableDatabase  # noqa: E402
 from tests.faults.misbehaving import ONE_PROBE, EchoHeadersUpstream  # noqa: E402
 from tests.loopback import serve_in_thread  # noqa: E402
@@ -225,8 +225,7 @@ def secrets_scan(db: StoppableDatabase, workdir: Path, env: dict[str, str], logs
         config = (workdir / "canary.toml").read_text().replace(env["BENCH_UPSTREAM"], echo.url)
         (workdir / "echo.toml").write_text(config)
         run = subprocess.run(
-            [sys.executable, "-m", "canary", "run", "--once", "--config", str(workdir / "echo.toml")]
-            + ["--log-level", "DEBUG"],
+            canary_command("run", "--once", "--config", str(workdir / "echo.toml"), "--log-level", "DEBUG"),
             capture_output=True, text=True, env=env, timeout=300,
         )  # fmt: skip
     dump = subprocess.run(
@@ -263,7 +262,7 @@ def main() -> None:
             log_path = workdir / "serve.log"
             with open(log_path, "wb") as log:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "canary", "serve", "--config", str(config)],
+                    canary_command("serve", "--config", str(config)),
                     stdout=log,
                     stderr=log,
                     env=env,

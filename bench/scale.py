@@ -47,7 +47,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._common import print_machine  # noqa: E402
+from bench._common import canary_command, print_machine  # noqa: E402
 from bench.service import (  # noqa: E402
     bound_socket,
     histogram_quantile,
@@ -183,20 +183,10 @@ def run_replicas(
     env = {**os.environ, "DATABASE_URL": url}
     procs = [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "canary",
-                "serve",
-                "--config",
-                str(config),
-                "--log-level",
-                "WARNING",
-                "--port",
-                str(port),
-                "--shard",
-                f"{i}/{replicas}",
-            ],
+            canary_command(
+                "serve", "--config", str(config), "--log-level", "WARNING",
+                "--port", str(port), "--shard", f"{i}/{replicas}",
+            ),  # fmt: skip
             env=env,
             cwd=here,
         )  # fmt: skip
