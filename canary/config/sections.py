@@ -23,6 +23,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from canary.config.receivers import ReceiverSpec
 
+
+def reject_removed(data: Any, key: str, instead: str) -> Any:
+    """A ``mode="before"`` check: a key that was removed names what replaced it, rather than
+    failing as one of pydantic's "extra inputs"."""
+    if isinstance(data, dict) and key in data:
+        raise ValueError(f"'{key}' was removed: {instead}")
+    return data
+
+
 CRITICAL_DEFAULT = ("unexpected_script", "code_syntax", "argmax_conformance")
 
 
@@ -144,13 +153,13 @@ class VerdictPolicy(BaseModel):
     @classmethod
     def _removed_keys(cls, data: Any) -> Any:
         # A FAIL used to need this many failing looks in a row; the e-value threshold now holds at
-        # every look, so the key has no meaning left. Say so rather than "extra inputs".
-        if isinstance(data, dict) and "consecutive_failures" in data:
-            raise ValueError(
-                "'consecutive_failures' was removed: a FAIL ends a deploy at the first look whose"
-                " e-value reaches its threshold, which already allows for every look"
-            )
-        return data
+        # every look, so the key has no meaning left.
+        return reject_removed(
+            data,
+            "consecutive_failures",
+            "a FAIL ends a deploy at the first look whose e-value reaches its threshold, which"
+            " already allows for every look",
+        )
 
     @model_validator(mode="after")
     def _effects_ordered(self) -> VerdictPolicy:
@@ -199,12 +208,12 @@ class ServiceSpec(BaseModel):
     @classmethod
     def _removed_keys(cls, data: Any) -> Any:
         # Leadership was an advisory lock retried every lock_retry_s; a SIGSTOPped leader kept it.
-        if isinstance(data, dict) and "lock_retry_s" in data:
-            raise ValueError(
-                "'lock_retry_s' was removed: leadership is a lease now; set 'leader_lease_s' (a hung"
-                " leader's duties move to another replica within 1.25 x leader_lease_s)"
-            )
-        return data
+        return reject_removed(
+            data,
+            "lock_retry_s",
+            "leadership is a lease now; set 'leader_lease_s' (a hung leader's duties move to"
+            " another replica within 1.25 x leader_lease_s)",
+        )
 
     @field_validator("shard")
     @classmethod
