@@ -9,16 +9,19 @@ from the second, never the raw ``scores`` (:mod:`canary.detection.queries`).
 
 :func:`refresh` brings both up to date, incrementally:
 
-1. Under an advisory lock (one refresher at a time), read the highest run and score ids stored,
-   and the times of rows above the ids seen last time (less :data:`ID_MARGIN`: ids are taken at
-   insert, so a transaction still open then may commit rows below the highest id seen).
-2. Recompute every observation whose first score falls in ``[oldest - PASS_SPAN, newest + PASS_SPAN)``:
-   delete them and regroup the raw rows of that range widened by :data:`PASS_SPAN` on each side,
-   so each pass is counted whole, in the range holding its first score. Then recompute the hours
-   touched. A first call (no progress row) backfills everything, in :data:`CHUNK` steps.
-3. Store the ids read in step 1 as the new progress, and note in :data:`REFRESHED` (per engine,
-   in this process) the progress found and left and the hours recomputed, so a reader may keep
-   totals of hours no refresh has touched since (:mod:`canary.detection.baselines`).
+1. Under an advisory lock (one refresher at a time), read the highest run and score ids stored
+   and the queued ranges of ``observation_dirty``: statement triggers on ``runs`` and ``scores``
+   (migration 0009) write the time range of every INSERT there, in the inserting transaction,
+   so a range is visible exactly when its rows are, whatever order transactions commit in.
+2. Recompute every observation whose first score falls in a range widened by ``PASS_SPAN`` on
+   each side (overlapping ranges merged): delete them and regroup the raw rows of that range
+   widened by :data:`PASS_SPAN` again, so each pass is counted whole, in the range holding its
+   first score. Then recompute the hours touched. A first call (no progress row) backfills
+   everything, in :data:`CHUNK` steps.
+3. Delete the queued ranges read in step 1, store the ids read as the new progress, and note in
+   :data:`REFRESHED` (per engine, in this process) the progress found and left and the hours
+   recomputed, so a reader may keep totals of hours no refresh has touched since
+   (:mod:`canary.detection.baselines`).
 
 It is idempotent (delete and regroup), so a second call or an overlapping range changes nothing.
 """
@@ -37,13 +40,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from canary.storage.counts import run_counts, score_counts
-from canary.storage.tables import ObservationHourRow, ObservationRow, RollupProgressRow
+from canary.storage.tables import ObservationDirtyRow, ObservationHourRow, ObservationRow, RollupProgressRow
 
 log = logging.getLogger(__name__)
 
 AVAILABILITY = "availability"  # the metric name of request errors (timeouts, 5xx, refused, bad bodies)
 PASS_SPAN = timedelta(minutes=15)  # a pass's runs all start within this of its first
-ID_MARGIN = 2_000  # ids that transactions open at the last refresh may still have committed
 CHUNK = timedelta(hours=6)  # one transaction per chunk: a backfill of weeks never holds one open
 PROGRESS = "observations"
 LOCK = "SELECT pg_advisory_lock(hashtext('canary.observations'))"
@@ -114,7 +116,7 @@ async def _refresh_range(conn: AsyncConnection, lo: datetime, hi: datetime) -> N
 async def changed_since(
     conn: AsyncConnection, run_id: int, score_id: int
 ) -> tuple[datetime | None, datetime | None]:
-    """The oldest and newest time among runs and scores above the given ids."""
+    """The oldest and newest time among runs and scores above the given ids (0, 0: every row)."""
     row = (
         await conn.execute(
             sa.text(
@@ -127,6 +129,28 @@ async def changed_since(
         )
     ).one()
     return row[0], row[1]
+
+
+async def queued(conn: AsyncConnection) -> list[tuple[int, datetime, datetime]]:
+    """The ranges inserted since the last refresh, committed so far: ``(id, lo, hi)``."""
+    dirty: sa.Table = ObservationDirtyRow.__table__  # type: ignore[assignment]
+    rows = await conn.execute(sa.select(dirty.c.id, dirty.c.lo, dirty.c.hi))
+    return [(int(i), lo, hi) for i, lo, hi in rows.all()]
+
+
+def stale_ranges(changed: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    """The observation ranges ``[lo, hi)`` that rows stored at ``changed`` times may alter, merged.
+
+    A row at t belongs to the observation starting in [t - span, t], and may move one that
+    started up to span after it (an earlier repeat stored late).
+    """
+    out: list[tuple[datetime, datetime]] = []
+    for lo, hi in sorted((lo - PASS_SPAN, hi + PASS_SPAN) for lo, hi in changed):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
 
 
 async def refresh(engine: AsyncEngine) -> int:
@@ -147,14 +171,17 @@ async def refresh(engine: AsyncEngine) -> int:
             ids = (
                 await conn.execute(sa.text("SELECT (SELECT max(id) FROM runs), (SELECT max(id) FROM scores)"))
             ).one()
-            seen_run, seen_score = (progress[0] - ID_MARGIN, progress[1] - ID_MARGIN) if progress else (0, 0)
-            oldest, newest = await changed_since(conn, seen_run, seen_score)
+            dirty = await queued(conn)
+            if progress is None:  # a first refresh: every stored row
+                oldest, newest = await changed_since(conn, 0, 0)
+                changed = [(oldest, newest)] if oldest is not None and newest is not None else []
+            else:
+                changed = [(lo, hi) for _, lo, hi in dirty]
             await conn.commit()
-            if oldest is not None and newest is not None:
-                # A row at t belongs to the observation starting in [t - span, t], and may move
-                # one that started up to span after it (an earlier repeat stored late).
-                lo, end = oldest - PASS_SPAN, newest + PASS_SPAN
-                hours = (_floor_hour(lo), _floor_hour(end - _TINY) + timedelta(hours=1))
+            ranges = stale_ranges(changed)
+            if ranges:
+                hours = (_floor_hour(ranges[0][0]), _floor_hour(ranges[-1][1] - _TINY) + timedelta(hours=1))
+            for lo, end in ranges:
                 while lo < end:
                     hi = min(lo + CHUNK, end)
                     async with conn.begin():
@@ -163,6 +190,11 @@ async def refresh(engine: AsyncEngine) -> int:
                     chunks += 1
                     lo = hi
             async with conn.begin():
+                if dirty:  # an array, not one bind parameter per id: a long queue is one statement
+                    await conn.execute(
+                        sa.text("DELETE FROM observation_dirty WHERE id = ANY(:ids)"),
+                        {"ids": [i for i, _, _ in dirty]},
+                    )
                 left = (int(ids[0] or 0), int(ids[1] or 0))
                 values = {"name": PROGRESS, "last_run_id": left[0], "last_score_id": left[1]}
                 upsert = pg_insert(RollupProgressRow).values(values)

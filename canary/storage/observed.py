@@ -6,8 +6,9 @@ so it lags the raw rows by up to a round. Readers that must see every stored run
 refresher's lock on every request and re-read the last half hour each time. They read instead
 :func:`observed`: stored observations first scored before :func:`settled_before` (no row stored
 since the last refresh can belong to them), and below that time the raw rows regrouped by the
-very query the refresh uses (:func:`canary.storage.observations.clusters`), over the minutes
-since the last refresh only. The result is what a refresh followed by a read would give.
+very query the refresh uses (:func:`canary.storage.observations.clusters`), from the oldest
+range queued for the next refresh on only. The result is what a refresh followed by a read would
+give.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from canary.storage.observations import ID_MARGIN, PASS_SPAN, PROGRESS, changed_since, clusters
+from canary.storage.observations import PASS_SPAN, PROGRESS, clusters, queued
 from canary.storage.tables import ObservationRow, RollupProgressRow, TargetRow
 
 OBSERVATIONS: sa.Table = ObservationRow.__table__  # type: ignore[assignment]
@@ -32,17 +33,13 @@ NONE = datetime.min.replace(tzinfo=UTC)  # never refreshed: every observation fr
 async def settled_before(conn: AsyncConnection) -> datetime:
     """The time before which ``observations`` is exact (:data:`ALL`, :data:`NONE` or between)."""
     progress = (
-        await conn.execute(
-            sa.select(RollupProgressRow.last_run_id, RollupProgressRow.last_score_id).where(
-                RollupProgressRow.name == PROGRESS
-            )
-        )
+        await conn.execute(sa.select(RollupProgressRow.name).where(RollupProgressRow.name == PROGRESS))
     ).first()
     if progress is None:
         return NONE
-    oldest, _ = await changed_since(conn, progress[0] - ID_MARGIN, progress[1] - ID_MARGIN)
+    dirty = await queued(conn)
     # A row at t belongs to an observation first scored in [t - span, t] (or moves one to t).
-    return ALL if oldest is None else oldest - PASS_SPAN
+    return min(lo for _, lo, _ in dirty) - PASS_SPAN if dirty else ALL
 
 
 def observed(

@@ -32,10 +32,7 @@ async def kept(engine: AsyncEngine, since: datetime, until: datetime) -> baselin
         return await baseline_sums(conn, since, until)
 
 
-async def test_kept_hours_equal_fresh_totals_across_rounds(
-    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(observations, "ID_MARGIN", 0)  # a small database: refresh only what is new
+async def test_kept_hours_equal_fresh_totals_across_rounds(engine: AsyncEngine) -> None:
     rng = np.random.default_rng(7)
     async with engine.begin() as conn:
         cells = await add_cells(conn, ["m/p/a", "m/p/b"])

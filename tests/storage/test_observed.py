@@ -11,7 +11,6 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from canary.storage import observations
-from canary.storage import observed as observed_module
 from canary.storage.observed import ALL, NONE, observed, settled_before
 from tests.seeding import add_cells, add_passes, add_probes
 
@@ -37,12 +36,7 @@ async def truth(engine: AsyncEngine) -> set[tuple[Any, ...]]:
     return {tuple(r) for r in rows}
 
 
-async def test_observed_rows_are_the_refreshed_ones_in_every_state_of_the_table(
-    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # No transaction is open while this test reads, so no id margin is needed; without one the
-    # settled time moves with each refresh instead of staying before the last 2,000 ids.
-    monkeypatch.setattr(observed_module, "ID_MARGIN", 0)
+async def test_observed_rows_are_the_refreshed_ones_in_every_state_of_the_table(engine: AsyncEngine) -> None:
     rng = np.random.default_rng(5)
     async with engine.begin() as conn:
         cells = await add_cells(conn, ["m/p/a", "m/p/b"])

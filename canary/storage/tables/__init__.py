@@ -15,6 +15,7 @@ from canary.storage.tables.incidents import (
 from canary.storage.tables.membership import CellClaimRow, LeaderLeaseRow, ReplicaRow
 from canary.storage.tables.results import ProbeRow, ReferenceOutputRow, RunRow, ScoreRow, TargetRow
 from canary.storage.tables.rollups import (
+    ObservationDirtyRow,
     ObservationHourRow,
     ObservationRow,
     RollupProgressRow,
@@ -37,6 +38,7 @@ __all__ = [
     "FindingRow",
     "LeaderLeaseRow",
     "NAMING",
+    "ObservationDirtyRow",
     "ObservationHourRow",
     "ObservationRow",
     "RollupProgressRow",

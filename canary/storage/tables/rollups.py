@@ -125,6 +125,21 @@ class ObservationHourRow(Base):
     __table_args__ = (sa.Index("ix_observation_rollup_hour_brin", "hour", postgresql_using="brin"),)
 
 
+class ObservationDirtyRow(Base):
+    """A time range of runs or scores inserted since the last refresh of ``observations``.
+
+    Written by statement triggers on ``runs`` and ``scores`` (migration 0009), one row per
+    INSERT and in its transaction, so a refresh that reads it also sees the rows it describes;
+    the refresh deletes the rows it read (:mod:`canary.storage.observations`).
+    """
+
+    __tablename__ = "observation_dirty"
+
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    lo: Mapped[datetime]
+    hi: Mapped[datetime]
+
+
 class RollupProgressRow(Base):
     """How far a derived table has read ``runs`` and ``scores`` (their highest ids seen)."""
 
