@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import time
 from collections import defaultdict
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -162,6 +163,19 @@ async def _silent(
     return out
 
 
+class _Phases:
+    """Wall seconds per phase of one round, written into the caller's dict (when given)."""
+
+    def __init__(self, into: dict[str, float] | None) -> None:
+        self.into, self.last = into, time.perf_counter()
+
+    def done(self, phase: str) -> None:
+        now = time.perf_counter()
+        if self.into is not None:
+            self.into[phase] = self.into.get(phase, 0.0) + now - self.last
+        self.last = now
+
+
 async def detect(
     engine: AsyncEngine,
     spec: DetectionSpec,
@@ -169,6 +183,7 @@ async def detect(
     *,
     rng: np.random.Generator | None = None,
     expected: Mapping[str, float] | None = None,
+    phases: dict[str, float] | None = None,
 ) -> list[Finding]:
     """Evaluate every (cell, metric), store the round's findings as episodes, return the active ones.
 
@@ -179,22 +194,35 @@ async def detect(
        (name -> probe interval), silence and outages.
     3. Enrich each active candidate (:mod:`canary.detection.evidence`).
     4. Update, open and resolve episodes in one transaction (:mod:`canary.detection.episodes`).
+
+    ``phases``, when given, receives the wall seconds of each step (what a benchmark prints).
     """
     rng = rng if rng is not None else np.random.default_rng()
+    timer = _Phases(phases)
     await observations.refresh(engine)
+    timer.done("refresh")
     async with engine.begin() as conn:
         names = await queries.targets(conn)
         streams = await queries.streams(conn, names, spec, now)
+        timer.done("streams")
         since = now - timedelta(seconds=spec.peer_window_s)
         equivalence = await equivalence_reads.cell_runs(conn, since, now)
         tests = _tests(streams, equivalence)
+        timer.done("equivalence")
         # In a thread: the statistics are the round's CPU time, and the service's loop keeps probing.
         candidates = await asyncio.to_thread(_self_candidates, streams, tests, spec, now)
+        timer.done("statistics")
         candidates += await _invariants(conn, streams, spec, now)
+        timer.done("invariants")
         candidates += await _peers(conn, names, tests, spec, now)
+        timer.done("peers")
         candidates += equivalence_candidates(equivalence, names, spec, tests)
+        timer.done("equivalence")
         if expected:
             unavailable = {c.target_id for c in candidates if c.kind == "availability"}
             candidates += await _silent(conn, expected, spec, now, unavailable)
+        timer.done("silence")
         findings = [await to_finding(conn, c, spec, now, rng) for c in candidates]
-        return await store_episodes(conn, findings, now)
+        stored = await store_episodes(conn, findings, now)
+    timer.done("findings")
+    return stored

@@ -55,18 +55,20 @@ def _wanted(metric: str, spec: DetectionSpec) -> bool:
 
 
 # Each (cell, metric)'s observations as comma-separated columns, oldest first: thousands of rows
-# of text instead of a million rows of values, parsed by numpy. A pass is numbered by its rank
-# among the window's pass ids: the detector only compares neighbours' numbers.
+# of text instead of a million rows of values, parsed by numpy. A pass is numbered by the first
+# 64 bits of its id: the detector only asks whether neighbours share a pass, and a number of the
+# row's own needs no window over every row of the look-back (a sort of them all by pass id).
 _ORDER = "ORDER BY at, probe_pk, pass_id"
+PASS_NUMBER = "('x' || translate(left(pass_id::text, 18), '-', ''))::bit(64)::bigint"
 STREAM_ARRAYS = f"""
 SELECT target_id, metric,
        string_agg(extract(epoch FROM at)::text, ',' {_ORDER}) AS at,
        string_agg(probe_pk::text, ',' {_ORDER}) AS probe,
        string_agg(n::text, ',' {_ORDER}) AS n,
        string_agg(failures::text, ',' {_ORDER}) AS failures,
-       string_agg(pass::text, ',' {_ORDER}) AS passes
-FROM (SELECT *, dense_rank() OVER (ORDER BY pass_id) AS pass FROM observations
-      WHERE at > :start AND at <= :now) o
+       string_agg({PASS_NUMBER}::text, ',' {_ORDER}) AS passes
+FROM observations
+WHERE at > :start AND at <= :now
 GROUP BY target_id, metric
 ORDER BY target_id, metric
 """
