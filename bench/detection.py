@@ -317,6 +317,11 @@ def main() -> None:
         "median_resolve_windows": round(resolve, 3),
         "verdict_false_fail_rate_repeated_looks": verdicts.get("verdict_false_fail_rate_repeated_looks"),
         "verdict_power": verdicts.get("verdict_power"),
+        "verdict_order_false_fail_rate_repeated_looks": verdicts.get(
+            "verdict_order_false_fail_rate_repeated_looks"
+        ),
+        "verdict_order_power": verdicts.get("verdict_order_power"),
+        "kayenta_case_fails": verdicts.get("kayenta_case_fails"),
         "postgres_case": pg,
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -130,7 +130,8 @@ class VerdictPolicy(BaseModel):
     The tests are anytime-valid, so the verdict may be looked at as often as the service likes:
     a canary that does no harm FAILs with probability at most ``alpha`` over the whole window, and
     a rate metric PASSes only once its test would catch an increase of ``detect_effect`` with
-    probability ``power``.
+    probability ``power``, a continuous one once its test would catch a dominance of
+    ``detect_dominance``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -139,7 +140,9 @@ class VerdictPolicy(BaseModel):
     power: float = Field(default=0.8, gt=0, lt=1)  # of catching `detect_effect` before a PASS
     detect_effect: float = Field(default=0.1, gt=0, lt=1)  # rate increase a PASS must rule out
     min_effect: float = Field(default=0.0, ge=0, lt=1)  # rate increase tolerated: FAIL needs more
-    min_relative_shift: float = Field(default=0.2, ge=0)  # continuous: median ratio - 1 tolerated
+    min_relative_shift: float = Field(default=0.2, ge=0)  # continuous: canary <=st (1 + this) x baseline
+    # continuous: P(canary > (1 + shift) baseline) - P(below) a PASS must rule out
+    detect_dominance: float = Field(default=0.3, gt=0, le=1)
     min_samples: int = Field(default=30, ge=1)  # per side, before any PASS
     critical_metrics: tuple[str, ...] = CRITICAL_DEFAULT
     muted_metrics: tuple[str, ...] = ("latency_ms",)

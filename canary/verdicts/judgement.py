@@ -3,13 +3,15 @@
 A deploy's verdict is PASS, FAIL or INCONCLUSIVE, and INCONCLUSIVE means "a human decides", never
 "pass". The service re-judges a running deploy every 30 s, so every test here is anytime-valid: its
 evidence is an e-value that may be watched (:mod:`canary.stats.two_sample`,
-:mod:`canary.stats.median_shift`). :func:`judge` takes per-metric failure counts (and continuous
+:mod:`canary.stats.stochastic_order`). :func:`judge` takes per-metric failure counts (and continuous
 values such as latency) for both sides and applies a
 :class:`~canary.config.sections.VerdictPolicy` (``[service.verdict]``):
 
 1. Each metric gets an e-value against "no harm": for a rate, that the canary fails more often
-   than the baseline by at most ``min_effect``; for a continuous metric, that the canary's median
-   is at most ``1 + min_relative_shift`` times the baseline's.
+   than the baseline by at most ``min_effect``; for a continuous metric, that the canary's values
+   are stochastically at most ``1 + min_relative_shift`` times the baseline's (a test by betting on
+   paired comparisons that also sees a canary tail, such as Kayenta's 7 of 10 values at 100
+   against a baseline at 1).
 2. e-BH at ``alpha`` across the deciding (not muted) metrics picks the failing ones; a lone
    metric fails at ``e >= m/alpha`` for ``m`` deciding metrics. Muted metrics are judged alone at
    ``1/alpha``. Whatever the number of looks, a deploy whose canary does no harm on any metric
@@ -17,9 +19,9 @@ values such as latency) for both sides and applies a
 3. A metric that does not fail PASSes only with at least ``min_samples`` per side and enough
    evidence of no harm: for a rate, the test's minimum detectable effect (the increase it catches
    with probability ``power`` at these sample sizes, at a baseline rate planned from the baseline's
-   data) is at most ``detect_effect``; for a continuous metric, the e-value that the median is
-   *below* the ``1 + min_relative_shift`` ratio reaches ``1/(1 - power)``. Otherwise it is
-   INCONCLUSIVE, with the reason.
+   data) is at most ``detect_effect``; for a continuous metric, the dominance
+   ``P(canary > (1 + shift) baseline) - P(below)`` its test catches with probability ``power`` at
+   these pairs is at most ``detect_dominance``. Otherwise it is INCONCLUSIVE, with the reason.
 4. With scheduled equivalence probes, ``equivalence.forced`` (:mod:`canary.verdicts.equivalence`),
    explicitly budgeted: ``1/(m + 1)`` of ``alpha`` over ``equivalence_looks`` looks, the other
    ``m`` deciding metrics sharing the rest.
@@ -91,9 +93,12 @@ class MetricResult:
     method: str | None = None
     e_value: float | None = None  # evidence of harm
     e_threshold: float | None = None  # what e_value must reach to fail on its own
-    mde: float | None = None  # rates: increase detected with `power` at these sample sizes
+    # The effect the test that ran detects with `power` at these sample sizes and `e_threshold`:
+    # rates, an increase; continuous, a dominance (as `dominance`)
+    mde: float | None = None
     planned_baseline_rate: float | None = None  # the baseline rate the MDE is computed at
-    safe_e_value: float | None = None  # continuous: evidence of no harm (PASS at 1/(1 - power))
+    dominance: float | None = None  # continuous: P(canary > (1 + shift) baseline) - P(below), over pairs
+    pairs: int | None = None  # continuous: the (canary, baseline) pairs the test has compared
     log_e: float = field(default=0.0, repr=False)
 
 
@@ -150,21 +155,22 @@ def _rate_result(s: MetricSamples, policy: VerdictPolicy, critical: bool, muted:
 
 
 def _continuous_result(s: MetricSamples, policy: VerdictPolicy, critical: bool, muted: bool) -> MetricResult:
-    from canary.stats.median_shift import log_e_median_greater, median_ratio_cs
+    from canary.stats.median_shift import median_ratio_cs
+    from canary.stats.stochastic_order import order_evidence
 
     x = np.asarray(s.canary_values or (), dtype=np.float64)
     y = np.asarray(s.baseline_values or (), dtype=np.float64)
     r = MetricResult(s.metric, "continuous", "INCONCLUSIVE", "", critical, muted, x.size, y.size)
-    ratio = 1.0 + policy.min_relative_shift
-    r.log_e = log_e_median_greater(x, ratio * y)
+    ev = order_evidence(x, y, shift=policy.min_relative_shift)
+    r.log_e, r.pairs = ev.log_e, ev.pairs
     r.e_value, r.p_value = _e(r.log_e), math.exp(-max(r.log_e, 0.0))
-    r.safe_e_value = _e(log_e_median_greater(ratio * y, x))
+    r.dominance = ev.dominance if ev.pairs else None
     if x.size and y.size:
         r.canary_rate, r.baseline_rate = float(np.median(x)), float(np.median(y))
         if r.baseline_rate > 0:
             r.effect = r.canary_rate / r.baseline_rate - 1.0
         r.ci_low, r.ci_high = median_ratio_cs(x, y, policy.alpha)
-    r.method = "e-value (sign tests on the medians)"
+    r.method = "e-value (betting on paired comparisons: stochastic order, sign and tail)"
     return r
 
 
@@ -181,9 +187,12 @@ def _pts(v: float) -> str:
 
 def _pass_or_wait(r: MetricResult, policy: VerdictPolicy, threshold: float) -> None:
     """Step 3: PASS with enough samples and evidence of no harm, else INCONCLUSIVE saying why."""
+    from canary.stats.stochastic_order import dominance_mde
     from canary.stats.two_sample import rate_mde
 
-    if r.planned_baseline_rate is not None and r.canary_n:
+    if r.pairs is not None:
+        r.mde = dominance_mde(r.pairs, threshold, policy.power)
+    elif r.planned_baseline_rate is not None and r.canary_n:
         r.mde = rate_mde(
             r.canary_n, r.baseline_n, r.planned_baseline_rate, threshold, policy.power,
             margin=policy.min_effect, effect=policy.detect_effect,
@@ -203,12 +212,13 @@ def _pass_or_wait(r: MetricResult, policy: VerdictPolicy, threshold: float) -> N
             r.reason = f"no evidence of harm, but {n} detect only {_pts(r.mde)} at power {policy.power}"
             r.reason += f" (need {_pts(policy.detect_effect)})"
     else:
-        needed = 1.0 / (1.0 - policy.power)
-        shift = f"{1.0 + policy.min_relative_shift:g}x the baseline's"
-        if (r.safe_e_value or 0.0) >= needed:
-            r.outcome, r.reason = "PASS", f"median below {shift} (e={r.safe_e_value:.3g} >= {needed:.3g})"
+        assert r.mde is not None
+        n = f"{r.pairs} pairs detect dominance {r.mde:.3g} at power {policy.power}"
+        if r.mde <= policy.detect_dominance:
+            r.outcome, r.reason = "PASS", f"no evidence of harm; {n}"
         else:
-            r.outcome, r.reason = "INCONCLUSIVE", f"not yet shown that the median is below {shift}"
+            r.outcome = "INCONCLUSIVE"
+            r.reason = f"no evidence of harm, but {n} (need {policy.detect_dominance:g})"
 
 
 def _decide_metrics(results: list[MetricResult], policy: VerdictPolicy) -> None:
@@ -226,7 +236,7 @@ def _decide_metrics(results: list[MetricResult], policy: VerdictPolicy) -> None:
                 worse = "fails more often than the baseline"
                 worse += f" by more than {_pts(policy.min_effect)}" if policy.min_effect else ""
             else:
-                worse = f"median above {1.0 + policy.min_relative_shift:g}x the baseline's"
+                worse = f"values above {1.0 + policy.min_relative_shift:g}x the baseline's"
             r.outcome, r.reason = "FAIL", f"canary {worse} (e={r.e_value:.3g}, p={r.p_value:.2g})"
         else:
             _pass_or_wait(r, policy, r.e_threshold)

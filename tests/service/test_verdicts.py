@@ -7,9 +7,11 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
-from bench._verdicts_sim import deploy_outcome, window_runs
+from bench._verdicts_sim import ORDER_NULLS, deploy_outcome, order_outcome, order_window, window_runs
 from canary.config.sections import VerdictPolicy
+from canary.stats.stochastic_order import dominance_mde, dominance_sample_size
 from canary.verdicts.judgement import MetricSamples, advance, judge
 
 POLICY = VerdictPolicy()
@@ -111,7 +113,7 @@ def test_a_real_but_tolerated_increase_passes_under_a_practical_threshold() -> N
 
 def test_slower_canary_latency_fails_when_latency_is_not_muted() -> None:
     rng = np.random.default_rng(7)
-    base = tuple(float(v) for v in rng.lognormal(5.0, 0.2, 100))
+    base = tuple(float(v) for v in rng.lognormal(5.0, 0.2, 200))  # 187 pairs detect dominance 0.3
     slow = tuple(v * 2.0 for v in base)
     samples = [MetricSamples("latency_ms", canary_values=slow, baseline_values=base)]
     assert judge(samples, VerdictPolicy(muted_metrics=())).outcome == "FAIL"
@@ -177,3 +179,74 @@ def test_a_canary_worse_by_the_stated_effect_fails_with_the_stated_power(rate: f
     assert power >= floor, (
         f"power {power:.4f} ± {se(power, reps):.4f} over {reps} deploys, stated {POLICY.power}"
     )
+
+
+KAYENTA_CANARY = (100.0,) * 7 + (1.0,) * 3  # Kayenta's case: 7 of 10 canary values at 100
+KAYENTA_BASELINE = (1.0,) * 10
+
+
+def latency(canary: tuple[float, ...], baseline: tuple[float, ...]) -> MetricSamples:
+    return MetricSamples("latency_ms", canary_values=canary, baseline_values=baseline)
+
+
+def test_the_kayenta_case_fails_at_ten_values_a_side() -> None:
+    """The medians' sign test gave e = 0.69 here; the test of stochastic order reaches 25.6 >= 1/alpha."""
+    deciding = VerdictPolicy(muted_metrics=())
+    verdict = judge([latency(KAYENTA_CANARY, KAYENTA_BASELINE)], deciding)
+    assert verdict.outcome == "FAIL" and "latency_ms" in verdict.reason
+    [metric] = verdict.metrics
+    assert metric.e_value is not None and metric.e_threshold == 20.0 <= metric.e_value
+    assert metric.pairs == 10 and metric.dominance == pytest.approx(0.4)  # 7 above 1.2, 3 below
+    muted = judge([latency(KAYENTA_CANARY, KAYENTA_BASELINE)], POLICY).metrics[0]
+    assert muted.muted and muted.outcome == "FAIL"  # reported at 1/alpha, never decides
+
+
+def test_the_kayenta_case_fails_at_the_sample_size_derived_from_the_stated_dominance() -> None:
+    deciding = VerdictPolicy(muted_metrics=())
+    n = dominance_sample_size(deciding.detect_dominance, 1.0 / deciding.alpha, deciding.power)
+    k = math.ceil(n / 10)
+    verdict = judge([latency(KAYENTA_CANARY * k, KAYENTA_BASELINE * k)], deciding)
+    assert verdict.outcome == "FAIL" and verdict.metrics[0].p_value is not None
+    assert verdict.metrics[0].p_value < 1e-6
+
+
+def test_identical_latency_passes_only_once_the_pairs_detect_the_stated_dominance() -> None:
+    deciding = VerdictPolicy(muted_metrics=(), min_relative_shift=0.0)
+    rng = np.random.default_rng(8)
+    n = dominance_sample_size(deciding.detect_dominance, 1.0 / deciding.alpha, deciding.power)
+    base, same = rng.lognormal(5.0, 0.5, n), rng.lognormal(5.0, 0.5, n)
+    short = judge([latency(tuple(same[:100]), tuple(base[:100]))], deciding).metrics[0]
+    assert short.outcome == "INCONCLUSIVE" and short.mde is not None and short.mde > 0.3
+    assert "100 pairs detect dominance" in short.reason and "need 0.3" in short.reason
+    enough = judge([latency(tuple(same), tuple(base))], deciding).metrics[0]
+    assert enough.outcome == "PASS" and enough.mde is not None and enough.mde <= 0.3
+    # The MDE is the test's own: at a lone metric's threshold 1/alpha, not the one-sample binomial's.
+    assert enough.mde == dominance_mde(n, 1.0 / deciding.alpha, deciding.power)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(ORDER_NULLS))
+def test_identical_continuous_sides_looked_at_60_times_fail_at_most_alpha_of_the_time(case: str) -> None:
+    """At the null's boundary (no tolerance), the window the stated dominance needs, 60 looks through
+    judge/advance (bench/_verdicts_sim.py); lognormal, heavy ties, discrete values, heavy tails."""
+    policy = VerdictPolicy(muted_metrics=(), min_relative_shift=0.0)
+    rng, draw, n = np.random.default_rng(sorted(ORDER_NULLS).index(case) + 31), ORDER_NULLS[case], 187
+    reps = 60  # each deploy is 60 judge calls; tests/stats/ checks Ville's bound with 300 a case
+    outcomes = [order_outcome(draw(rng, n), draw(rng, n), 60, policy) for _ in range(reps)]
+    false_fail = sum(o == "fail" for o in outcomes) / reps
+    assert false_fail <= policy.alpha + 3 * se(policy.alpha, reps), (
+        f"false FAIL {false_fail:.4f} ± {se(false_fail, reps):.4f} over {reps} deploys"
+    )
+
+
+@pytest.mark.slow
+def test_a_canary_of_the_stated_dominance_fails_with_the_stated_power() -> None:
+    policy = VerdictPolicy(muted_metrics=(), min_relative_shift=0.0)
+    n = order_window(policy)
+    mu = 0.5 * math.sqrt(2.0) * float(stats.norm.ppf(0.5 * (1.0 + policy.detect_dominance)))
+    rng, reps = np.random.default_rng(41), 100
+    outcomes = [
+        order_outcome(rng.lognormal(mu, 0.5, n), rng.lognormal(0.0, 0.5, n), 60, policy) for _ in range(reps)
+    ]
+    power = sum(o == "fail" for o in outcomes) / reps
+    assert power >= policy.power - 3 * se(policy.power, reps), f"power {power:.3f} ± {se(power, reps):.3f}"
