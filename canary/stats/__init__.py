@@ -12,7 +12,9 @@ Public surface (``from canary.stats import X``):
   :func:`rate_power`, :func:`rate_mde`, :func:`rate_sample_size`, :func:`planning_rate`;
   (:mod:`canary.stats.anytime`) :func:`rate_difference_cs`, :func:`e_benjamini_hochberg`; for medians
   (:mod:`canary.stats.median_shift`): :func:`log_e_median_greater`, :func:`median_cs`,
-  :func:`median_ratio_cs`.
+  :func:`median_ratio_cs`; stochastic order, tail-sensitive (:mod:`canary.stats.stochastic_order`):
+  :func:`order_evidence`, :func:`order_path`, :func:`dominance_power`, :func:`dominance_mde`,
+  :func:`dominance_sample_size`.
 
 Randomised procedures take ``rng: numpy.random.Generator``; nothing here reads a clock.
 """
@@ -35,6 +37,14 @@ from canary.stats.rates import (
     rate_difference_ci,
     rate_upper_bounds,
 )
+from canary.stats.stochastic_order import (
+    OrderEvidence,
+    dominance_mde,
+    dominance_power,
+    dominance_sample_size,
+    order_evidence,
+    order_path,
+)
 from canary.stats.two_sample import (
     RateEvidence,
     planning_rate,
@@ -47,9 +57,13 @@ from canary.stats.two_sample import (
 __all__ = [
     "CMHResult",
     "DetectorRun",
+    "OrderEvidence",
     "RateEvidence",
     "SessionClustering",
     "cmh_test",
+    "dominance_mde",
+    "dominance_power",
+    "dominance_sample_size",
     "e_benjamini_hochberg",
     "kl_bernoulli",
     "log_e_median_greater",
@@ -57,6 +71,8 @@ __all__ = [
     "median_cs",
     "median_ratio_cs",
     "minimum_detectable_effect",
+    "order_evidence",
+    "order_path",
     "planning_rate",
     "rate_ci",
     "rate_difference_ci",

@@ -3,6 +3,8 @@ inconclusive; a running deploy ends at the first failing look and otherwise runs
 
 from __future__ import annotations
 
+import math
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -14,7 +16,8 @@ from canary.config.sections import VerdictPolicy
 from canary.probing.runner import run_pass
 from canary.service.api import ApiContext, create_app
 from canary.service.metrics import ServiceMetrics
-from canary.storage.tables import DeployRow
+from canary.stats.stochastic_order import dominance_sample_size
+from canary.storage.tables import DeployRow, RunRow
 from canary.verdicts.deploys import (
     active_bursts,
     create_deploy,
@@ -23,6 +26,7 @@ from canary.verdicts.deploys import (
     get_deploy,
     list_deploys,
 )
+from tests.seeding import add_cells, add_probes
 from tests.service.conftest import MakeConfig
 
 pytestmark = pytest.mark.anyio
@@ -111,6 +115,55 @@ async def test_a_running_deploy_that_would_pass_runs_its_whole_window(
     deploy = await get_deploy(engine, "v2")
     assert deploy is not None
     assert deploy_json(deploy)["verdict"] == "PENDING" and deploy_json(deploy)["latest"] == "PASS"
+
+
+KAYENTA = {"m/p/canary": (100.0,) * 7 + (1.0,) * 3, "m/p/base": (1.0,) * 10}
+LATENCY_ALONE = VerdictPolicy(muted_metrics=("request_errors",))  # latency the lone deciding metric
+LATENCY_AND_ERRORS = VerdictPolicy(muted_metrics=())  # two deciding metrics: e >= 2/alpha to fail alone
+
+
+@pytest.mark.parametrize(
+    ("copies", "policy"),
+    [
+        (1, LATENCY_ALONE),
+        (2, LATENCY_AND_ERRORS),
+        (math.ceil(dominance_sample_size(0.3, 40.0, 0.8) / 10), LATENCY_AND_ERRORS),
+    ],
+    ids=["10-values-a-side-at-alpha", "20-values-a-side-at-alpha/2", "the-derived-sample-size"],
+)
+async def test_the_kayenta_case_fails_a_deploy_from_stored_latencies(
+    engine: AsyncEngine, copies: int, policy: VerdictPolicy
+) -> None:
+    """Kayenta's case (7 of 10 canary latencies at 100 ms, every baseline one at 1 ms, repeated
+    ``copies`` times), stored as runs a second apart: the deploy FAILs on latency. At 10 values a
+    side the test reaches 25.6: enough at alpha (1/alpha = 20), not at alpha/2 (40)."""
+    start = datetime.now(UTC) - timedelta(hours=1)
+    async with engine.begin() as conn:
+        ids = await add_cells(conn, list(KAYENTA))
+        [probe] = await add_probes(conn, 1)
+        rows = [
+            {
+                "pass_id": uuid.uuid4(),
+                "target_id": ids[cell],
+                "probe_pk": probe,
+                "status": "ok",
+                "started_at": start + timedelta(seconds=1 + i),
+                "latency_ms": value,
+            }  # fmt: skip
+            for cell, values in KAYENTA.items()
+            for i, value in enumerate(values * copies)
+        ]
+        await conn.execute(sa.insert(RunRow), rows)
+    deploy = await create_deploy(engine, "v2", ["m/p/canary"], ["m/p/base"], start, 900)
+    await evaluate_running(engine, policy, start + timedelta(seconds=600))
+    row = await get_deploy(engine, deploy.id)
+    assert row is not None and row.status == "fail", row.details
+    metrics = {m["metric"]: m for m in row.details["metrics"]}
+    latency = metrics["latency_ms"]
+    assert latency["outcome"] == "FAIL" and latency["pairs"] == 10 * copies
+    deciding = sum(not m["muted"] for m in metrics.values())
+    assert latency["e_value"] >= latency["e_threshold"] == deciding / policy.alpha
+    assert row.details["reason"] == "metrics failed: latency_ms"
 
 
 async def test_bursts_cover_both_sides_of_running_deploys_inside_their_window(engine: AsyncEngine) -> None:
