@@ -237,6 +237,13 @@ def snippet(text: str | None, limit: int = 120) -> str | None:
 def _equivalence_headline(c: Candidate) -> list[str]:
     """Statistic, effect with its interval (at the test's level), tolerance, tokens, evidence."""
     d = c.details
+    if c.metric == "equivalence.sampled":
+        return [
+            f"{c.cell} {c.metric} [equivalence]: {d.get('statistic')} {c.effect:+.3g} (how much more "
+            f"often its sample sits nearer its own samples than a peer's does; 0 for one model), "
+            f"{d.get('n', 0)} sample steps against peers ({len(d.get('peers', []))})",
+            f"evidence (log-wealth) {c.statistic:.1f} >= {c.threshold:.1f} nats (p<={c.p_value:.2g})",
+        ]
     forced = c.metric == "equivalence.forced"
     unit, count = ("nats/token", "tokens") if forced else ("more divergent", "answers")
     low, high = c.effect_ci

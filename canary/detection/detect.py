@@ -27,7 +27,7 @@ from canary.detection.decisions import (
     tests_per_cell,
 )
 from canary.detection.episodes import Finding, store_episodes
-from canary.detection.equivalence import CellRuns, equivalence_candidates
+from canary.detection.equivalence import CellRuns, SampledMemo, equivalence_candidates
 from canary.detection.evidence import to_finding
 from canary.detection.queries import AVAILABILITY
 from canary.detection.screen import may_alarm
@@ -35,6 +35,10 @@ from canary.detection.sequential import Stream, observations_per_alarm, self_can
 from canary.storage import observations
 
 __all__ = ["Finding", "detect"]
+
+# The sampled equivalence comparisons from one round to the next in this process: a cell is
+# tested again only when it has new sampled runs (a new leader starts afresh: one look more).
+_SAMPLED_MEMO: SampledMemo = {}
 
 
 def _tests(streams: list[Stream], equivalence: Mapping[int, CellRuns]) -> dict[int, int]:
@@ -206,7 +210,7 @@ async def detect(
         streams = await queries.streams(conn, names, spec, now)
         timer.done("streams")
         since = now - timedelta(seconds=spec.peer_window_s)
-        equivalence = await equivalence_reads.cell_runs(conn, since, now)
+        equivalence = await equivalence_reads.cell_runs(conn, since, now, sampled=True)
         tests = _tests(streams, equivalence)
         timer.done("equivalence")
         # In a thread: the statistics are the round's CPU time, and the service's loop keeps probing.
@@ -216,7 +220,9 @@ async def detect(
         timer.done("invariants")
         candidates += await _peers(conn, names, tests, spec, now)
         timer.done("peers")
-        candidates += equivalence_candidates(equivalence, names, spec, tests)
+        candidates += await asyncio.to_thread(
+            equivalence_candidates, equivalence, names, spec, tests, _SAMPLED_MEMO
+        )
         timer.done("equivalence")
         if expected:
             unavailable = {c.target_id for c in candidates if c.kind == "availability"}

@@ -10,16 +10,29 @@ per cell, against the same model's other cells over ``peer_window_s``, with the 
   (:func:`canary.stats.equivalence.forced_comparison`); a probe that the cell cuts into a
   different number of tokens than every peer is a different tokenizer, a different model;
 - ``equivalence.greedy``: the cell's divergence from the peers' consensus answer against the
-  peers' own (:func:`canary.stats.agreement.greedy_comparison`).
+  peers' own (:func:`canary.stats.agreement.greedy_comparison`);
+- ``equivalence.sampled``: the cell's temperature > 0 samples against its peers' on the same
+  prompts, a kernel two-sample test by betting (:func:`canary.stats.mmd_betting.betting_test`),
+  not ``canary compare``'s permutation test: a permutation p-value goes no lower than
+  ``1 / (1 + B)``, and this test runs at a level near ``1e-6`` every round. Betting is exact at
+  any level (Ville's inequality) and costs a sort per prompt over at most 64 steps of the cell
+  and 8 peers, so a round's cost is linear in the cells whatever the window holds; each
+  prompt's texts are encoded once per round for all of its model's cells.
 
 A ``different`` verdict is a candidate of kind ``equivalence``. The false-alarm budget: each
 test is one of the cell's tests sharing ``false_alarms_per_cell_year``, and runs at that share
-divided by the rounds a year has (``interval_s`` apart): a union bound over every look, so a
-healthy cell's yearly false alarms from it are at most its share, however the looks correlate.
+divided by the looks a year has: a union bound over every look, so a healthy cell's yearly false
+alarms from it are at most its share, however the looks correlate. The forced and greedy tests
+look every round (``interval_s`` apart). The sampled test looks only when the cell has new
+sampled runs (a :data:`SampledMemo` keeps each cell's last comparison until then), so its looks
+are the cell's sampled passes — ``passes * YEAR / peer_window_s`` a year from the passes in the
+window, never more than the rounds — and a round's cost is that of the cells probed since the
+last one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -29,22 +42,27 @@ from fnmatch import fnmatchcase
 from canary.config.sections import DetectionSpec
 from canary.detection.decisions import YEAR_S, Candidate, Counts
 from canary.stats.audit import compare_forced, compare_greedy
-from canary.stats.equivalence import Comparison
+from canary.stats.equivalence import Comparison, Verdict
+from canary.stats.mmd_betting import Encoded, betting_test, encode_together
 
-FORCED, GREEDY = "equivalence.forced", "equivalence.greedy"
-METRICS = (FORCED, GREEDY)
+FORCED, GREEDY, SAMPLED = "equivalence.forced", "equivalence.greedy", "equivalence.sampled"
+METRICS = (FORCED, GREEDY, SAMPLED)
 
 
 @dataclass
 class CellRuns:
     """One cell's equivalence evidence in the window: forced log-probabilities per (probe, version),
-    temperature-0 texts per probe version."""
+    temperature-0 and sampled texts per probe version (in time order)."""
 
     forced: dict[tuple[str, int], list[float]] = field(default_factory=dict)
     greedy: dict[str, list[str]] = field(default_factory=dict)
+    sampled: dict[str, list[str]] = field(default_factory=dict)
+    sampled_latest: int = 0  # the id of the latest sampled run: the sampled evidence is new when it is
+    sampled_passes: int = 0  # sampled passes in the window: how often the sampled test looks
 
     def metrics(self) -> list[str]:
-        return [m for m, has in ((FORCED, self.forced), (GREEDY, self.greedy)) if has]
+        evidence = ((FORCED, self.forced), (GREEDY, self.greedy), (SAMPLED, self.sampled))
+        return [m for m, has in evidence if has]
 
 
 def equivalence_level(spec: DetectionSpec, tests: int) -> float:
@@ -53,12 +71,52 @@ def equivalence_level(spec: DetectionSpec, tests: int) -> float:
     return min(0.5, spec.false_alarms_per_cell_year / max(tests, 1) / rounds_per_year)
 
 
+SampledMemo = dict[int, tuple[int, Comparison]]
+"""Per target id, the latest sampled run its last sampled comparison saw, and that comparison."""
+
+
+def sampled_level(spec: DetectionSpec, tests: int, passes: int) -> float:
+    """The level of one look of the sampled test: its share of the yearly budget over a year's looks
+    (one per sampled pass, ``passes`` of them in ``peer_window_s``; at most one per round)."""
+    looks = min(YEAR_S / spec.interval_s, max(passes, 1) * YEAR_S / spec.peer_window_s)
+    return min(0.5, spec.false_alarms_per_cell_year / max(tests, 1) / looks)
+
+
 def mean_logprobs(passes: Sequence[Sequence[float]]) -> list[float]:
     """The per-token mean over a probe's passes, of the passes with the most common token count."""
     lengths = [len(p) for p in passes]
     common = max(set(lengths), key=lambda n: (lengths.count(n), n))
     chosen = [p for p in passes if len(p) == common]
     return [math.fsum(values) / len(chosen) for values in zip(*chosen, strict=True)]
+
+
+def sampled_comparison(cell: Sequence[tuple[Encoded, Sequence[Encoded]]], level: float) -> Comparison:
+    """The betting test of a cell's samples against its peers' (per prompt), read at ``level``."""
+    r = betting_test(cell)
+    if r.steps == 0:
+        return Comparison("mmd_betting", math.nan, math.nan, math.nan, 1.0, math.nan, 0, "inconclusive")
+    # No tolerance: the effect is how much more often the cell's sample sits nearer its own
+    # samples than a peer's does, 0 for the same distribution.
+    c = Comparison("mmd_betting", r.effect, math.nan, math.nan, r.p_value, 0.0, r.steps, "inconclusive")
+    return judged(c, level)
+
+
+def judged(c: Comparison, level: float) -> Comparison:
+    """A sampled comparison read at ``level``: ``different`` when its p-value (1 / wealth) is at most it."""
+    verdict: Verdict = "different" if c.n > 0 and c.p_value <= level else "inconclusive"
+    return dataclasses.replace(c, verdict=verdict)
+
+
+def _encoded(
+    evidence: Mapping[int, CellRuns], cells: Sequence[int]
+) -> dict[str, dict[int, Encoded]]:
+    """Each sampled prompt's texts of one model's cells, encoded once (prompt -> target id -> ids)."""
+    out: dict[str, dict[int, Encoded]] = {}
+    for prompt in sorted({k for tid in cells for k in evidence[tid].sampled}):
+        having = [tid for tid in cells if prompt in evidence[tid].sampled]
+        arrays = encode_together([evidence[tid].sampled[prompt] for tid in having])
+        out[prompt] = dict(zip(having, arrays, strict=True))
+    return out
 
 
 def _candidate(
@@ -80,28 +138,45 @@ def equivalence_candidates(
     names: Mapping[int, tuple[str, str]],
     spec: DetectionSpec,
     tests: Mapping[int, int],
+    memo: SampledMemo | None = None,
 ) -> list[Candidate]:
-    """Every cell whose equivalence runs say ``different`` from its peers' (id -> (cell, model))."""
+    """Every cell whose equivalence runs say ``different`` from its peers' (id -> (cell, model)).
+
+    ``memo`` (updated in place) carries the sampled comparisons from round to round: a cell whose
+    latest sampled run it has already seen keeps its comparison, re-read at this round's level.
+    """
+    memo = {} if memo is None else memo
     by_model: dict[str, list[int]] = defaultdict(list)
     for tid in sorted(evidence):
         if tid in names:
             by_model[names[tid][1]].append(tid)
     out: list[Candidate] = []
     for cells in by_model.values():
+        due = {t for t in cells if evidence[t].sampled and memo.get(t, (0,))[0] != evidence[t].sampled_latest}
+        encoded = _encoded(evidence, cells) if due else {}
         for tid in cells:
-            peers = [p for p in cells if p != tid]
+            peers = sorted((p for p in cells if p != tid), key=lambda p: names[p][0])
             mine, level = evidence[tid], equivalence_level(spec, tests.get(tid, 1))
             peer_names = sorted(names[p][0] for p in peers)
-            results: list[tuple[str, Comparison]] = []
+            results: list[tuple[str, Comparison, float]] = []
             if mine.forced:
                 theirs = [evidence[p].forced for p in peers]
-                results.append((FORCED, compare_forced(mine.forced, theirs, level)))
+                results.append((FORCED, compare_forced(mine.forced, theirs, level), level))
             if mine.greedy:
                 answers = [evidence[p].greedy for p in peers]
-                results.append((GREEDY, compare_greedy(mine.greedy, answers, level)))
+                results.append((GREEDY, compare_greedy(mine.greedy, answers, level), level))
+            if mine.sampled:
+                at = sampled_level(spec, tests.get(tid, 1), mine.sampled_passes)
+                if tid in due:
+                    samples = [
+                        (encoded[k][tid], [encoded[k][p] for p in peers if p in encoded[k]])
+                        for k in sorted(mine.sampled)
+                    ]
+                    memo[tid] = (mine.sampled_latest, sampled_comparison(samples, at))
+                results.append((SAMPLED, judged(memo[tid][1], at), at))
             out.extend(
-                _candidate(tid, names[tid][0], metric, c, peer_names, level)
-                for metric, c in results
+                _candidate(tid, names[tid][0], metric, c, peer_names, at)
+                for metric, c, at in results
                 if c.verdict == "different" and any(fnmatchcase(metric, g) for g in spec.metrics)
             )
     return out

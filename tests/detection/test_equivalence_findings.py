@@ -3,8 +3,9 @@
 The scheduled equivalence probes (:mod:`canary.probing.equivalence_runs`) run as ordinary passes
 (:func:`canary.probing.runner.run_pass`) on the ``canary-small`` cells, then one detection round
 (:func:`canary.alerting.round.detection_round`) at the service's defaults: a pool with quantized
-weights is an ``equivalence`` finding and a firing ``CanaryEquivalence`` for that cell only; a
-healthy fleet raises none.
+weights is an ``equivalence`` finding and a firing ``CanaryEquivalence`` for that cell only —
+by the forced test on targets that support it, by greedy agreement on greedy-only targets, by
+the sampled (betting) test on sampled-only targets; a healthy fleet raises none.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from canary.alerting.round import RoundResult, detection_round
 from canary.config.loader import Target, build_config
 from canary.config.sections import AlertsSpec, DetectionSpec, VerdictPolicy
-from canary.detection.equivalence import FORCED
+from canary.detection.equivalence import FORCED, GREEDY, SAMPLED
 from canary.fleet import default_fleet_config, fleet_targets
 from canary.fleet.running import RunningFleet, run_fleet_in_thread
 from canary.probing.equivalence import load_equivalence
@@ -35,6 +36,8 @@ pytestmark = pytest.mark.anyio
 
 SEED = 15
 PASSES = 2
+GREEDY_PASSES = 4  # the quantized pool leaves the consensus on 2 of the 4 greedy prompts
+SAMPLED_PASSES = 6  # 10 samples of each of 4 prompts a pass: the betting test needs ~200 steps
 BROKEN = "canary-small/cloud-a/short-context"
 
 
@@ -46,18 +49,20 @@ def fleet() -> Iterator[RunningFleet]:
         running.clear_faults()
 
 
-def small_cells(fleet: RunningFleet) -> list[Target]:
+def small_cells(
+    fleet: RunningFleet, tests: tuple[str, ...] = ("forced", "greedy"), provider: str = "openai-completions"
+) -> list[Target]:
     tables = [
-        t | {"equivalence": ["forced", "greedy"]}
-        for t in fleet_targets(fleet.config, fleet.base_url, provider="openai-completions", front_doors=False)
+        t | {"equivalence": list(tests)}
+        for t in fleet_targets(fleet.config, fleet.base_url, provider=provider, front_doors=False)
         if t["model"] == "canary-small"
     ]
     return build_config({"targets": tables}, "canary.toml").targets
 
 
-async def probe_and_detect(engine: AsyncEngine, targets: list[Target]) -> RoundResult:
+async def probe_and_detect(engine: AsyncEngine, targets: list[Target], passes: int = PASSES) -> RoundResult:
     probes = scheduled_probes(load_equivalence())
-    for _ in range(PASSES):
+    for _ in range(passes):
         for target in targets:
             await run_pass(engine, [target], probes_for(target, probes))
     alerts = AlertsSpec(for_s=0)
@@ -104,6 +109,42 @@ async def test_a_healthy_fleet_raises_no_equivalence_finding(
     fleet: RunningFleet, engine: AsyncEngine
 ) -> None:
     fleet.clear_faults()
-    result = await probe_and_detect(engine, small_cells(fleet))
+    result = await probe_and_detect(engine, small_cells(fleet, ("forced", "greedy", "sampled")))
     assert [f.message for f in result.findings if f.kind == "equivalence"] == []
     assert [c for c in result.changes if c.state == "firing"] == []
+
+
+async def quantized_round(fleet: RunningFleet, engine: AsyncEngine, test: str, passes: int) -> RoundResult:
+    fleet.set_fault(fault="quantize", platform="cloud-a", pool="short-context", intensity=1.0)
+    try:
+        # A chat API without prompt log-probabilities (the forced test needs a completions API).
+        return await probe_and_detect(engine, small_cells(fleet, (test,), "openai-chat"), passes)
+    finally:
+        fleet.clear_faults()
+
+
+async def firing(engine: AsyncEngine) -> list[tuple[str, str, str]]:
+    async with engine.connect() as conn:
+        alerts = (await conn.execute(sa.select(AlertRow.state, AlertRow.labels))).all()
+    return [(state, labels["alertname"], labels["cell"]) for state, labels in alerts]
+
+
+async def test_greedy_agreement_finds_a_quantized_pool_on_greedy_only_targets(
+    fleet: RunningFleet, engine: AsyncEngine
+) -> None:
+    result = await quantized_round(fleet, engine, "greedy", GREEDY_PASSES)
+    found = [f for f in result.findings if f.kind == "equivalence"]
+    assert {(f.cell, f.metric) for f in found} == {(BROKEN, GREEDY)}, [f.message for f in found]
+    assert "greedy_divergence" in found[0].message and "median first divergent token" in found[0].message
+    assert await firing(engine) == [("firing", "CanaryEquivalence", BROKEN)]
+
+
+async def test_the_sampled_test_finds_a_quantized_pool_on_sampled_only_targets(
+    fleet: RunningFleet, engine: AsyncEngine
+) -> None:
+    result = await quantized_round(fleet, engine, "sampled", SAMPLED_PASSES)
+    found = [f for f in result.findings if f.kind == "equivalence"]
+    assert {(f.cell, f.metric) for f in found} == {(BROKEN, SAMPLED)}, [f.message for f in found]
+    assert "mmd_betting" in found[0].message and "log-wealth" in found[0].message
+    assert found[0].details["n"] > 100 and found[0].effect > 0
+    assert await firing(engine) == [("firing", "CanaryEquivalence", BROKEN)]
