@@ -107,9 +107,7 @@ def judged(c: Comparison, level: float) -> Comparison:
     return dataclasses.replace(c, verdict=verdict)
 
 
-def _encoded(
-    evidence: Mapping[int, CellRuns], cells: Sequence[int]
-) -> dict[str, dict[int, Encoded]]:
+def _encoded(evidence: Mapping[int, CellRuns], cells: Sequence[int]) -> dict[str, dict[int, Encoded]]:
     """Each sampled prompt's texts of one model's cells, encoded once (prompt -> target id -> ids)."""
     out: dict[str, dict[int, Encoded]] = {}
     for prompt in sorted({k for tid in cells for k in evidence[tid].sampled}):

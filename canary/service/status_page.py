@@ -6,7 +6,8 @@ leader and the replicas, the outbox backlog; open incidents with their one-line 
 link to it; one card per unhealthy cell (sick, then warning, then silent) with a sparkline of
 each metric's hourly failure rate against its baseline band and its latest failing samples;
 every cell by model and platform, the groups with a problem first and the healthy ones
-collapsed into one line each; the latest deploys with their verdicts. The page reloads itself
+collapsed into one line each; the latest deploys with their verdicts; per cell, its latest
+equivalence finding (is the model on this pool its peers' model?). The page reloads itself
 every minute. Reads are in :mod:`canary.service.status_queries`, the health rule in
 :mod:`canary.service.health`, the SVG in :mod:`canary.service.sparkline`.
 """
@@ -29,6 +30,7 @@ from canary.service.status_queries import (
     DETAILED_CELLS,
     Backlog,
     BaselineCache,
+    EquivalenceRow,
     Hourly,
     Replica,
     StatusData,
@@ -237,6 +239,31 @@ def render_deploys(deploys: Sequence[dict[str, Any]], now: datetime) -> str:
     return _table("verdicts", headers, rows, "No deploy verdicts yet.")
 
 
+EFFECT_UNITS = {
+    "equivalence.forced": "{:.3g} nats/token",
+    "equivalence.greedy": "{:+.2f} divergence rate",
+    "equivalence.sampled": "{:+.2f} nearer its own samples",
+}
+
+
+def render_equivalence(rows: Sequence[EquivalenceRow], now: datetime) -> str:
+    """One row per cell with an equivalence finding in 7 days: the test, open or resolved, the effect."""
+    out = [
+        [
+            f'<a href="#cell-{_e(r.cell)}">{_e(r.cell)}</a>',
+            _e(r.metric),
+            _tag("sick", "different") if r.open else _tag("ok", f"resolved {_ago(r.resolved_at, now)}"),
+            _e(EFFECT_UNITS.get(r.metric, "{:.3g}").format(r.effect)),
+            f"{_e(r.statistic)} <small>p={r.p_value:.2g}, n={r.n}</small>",
+            _ago(r.since, now),
+            f'<a href="api/findings/{r.finding_id}">evidence</a>',
+        ]
+        for r in rows
+    ]
+    headers = ["cell", "test", "state", "effect", "statistic", "since", ""]
+    return _table("equivalence", headers, out, "No equivalence findings in the last 7 days.")
+
+
 CSS = """
 body{font-family:"DejaVu Sans",system-ui,sans-serif;margin:20px;color:#1d1d1d;background:#fff;font-size:14px}
 h1{font-size:21px;margin:0 0 4px} h2{font-size:16px;margin:22px 0 8px} h3{font-size:14px;margin:0 0 4px}
@@ -290,6 +317,8 @@ def render(data: StatusData, replica: str = "") -> str:
 {render_groups(groups(data.cells)) or '<p class="empty" id="groups">No cells yet.</p>'}
 <h2>Latest deploys</h2>
 {render_deploys(data.deploys, data.now)}
+<h2>Equivalence across pools</h2>
+{render_equivalence(data.equivalence, data.now)}
 </body></html>
 """
 

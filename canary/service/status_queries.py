@@ -8,6 +8,7 @@
    sparklines) and the latest failing samples (the partial index on failed scores).
 4. The latest deploys with their verdicts (``v_deploy_verdicts``).
 5. The live replicas and the leader (``replicas``, ``cell_claims``, ``leader_lease``); the outbox backlog.
+6. Per cell, its latest equivalence finding of the last 7 days (open ones first).
 Everything is bound to ``now`` (the service's clock), so the page is reproducible in tests.
 """
 
@@ -62,6 +63,22 @@ class Backlog:
     given_up: int  # failed permanently or gave up, in the last 24 hours
 
 
+@dataclass(frozen=True)
+class EquivalenceRow:
+    """A cell's latest equivalence finding: is the model on this pool the same model as its peers'?"""
+
+    finding_id: int
+    cell: str
+    metric: str  # equivalence.forced, .greedy or .sampled
+    open: bool  # still found at the page's clock
+    effect: float
+    statistic: str  # the test's name (and, for greedy, where answers leave the consensus)
+    p_value: float
+    n: int  # tokens, answers or sample steps
+    since: datetime
+    resolved_at: datetime | None
+
+
 @dataclass
 class StatusData:
     """Everything the page shows, read at ``now``."""
@@ -75,6 +92,7 @@ class StatusData:
     replicas: list[Replica] = field(default_factory=list)
     leader: Replica | None = None
     backlog: list[Backlog] = field(default_factory=list)
+    equivalence: list[EquivalenceRow] = field(default_factory=list)
 
 
 def recent_query(now: datetime) -> sa.Select[Any]:
@@ -163,6 +181,16 @@ SELECT id, name, verdict, reason, started_at, ends_at, canary_cells, baseline_ce
 FROM v_deploy_verdicts WHERE NOT annotation_only AND started_at <= :now
 ORDER BY started_at DESC LIMIT {DEPLOYS}
 """
+EQUIVALENCE_SQL = """
+SELECT DISTINCT ON (f.target_id) f.id, f.cell, f.metric,
+       f.resolved_at IS NULL OR f.resolved_at > :now AS open, f.effect,
+       coalesce(f.details->>'statistic', '') AS statistic, f.p_value, f.n_observed, f.created_at,
+       f.resolved_at
+FROM findings f
+WHERE f.kind = 'equivalence' AND f.created_at <= :now
+  AND (f.resolved_at IS NULL OR f.resolved_at > :now - interval '7 days')
+ORDER BY f.target_id, f.resolved_at IS NULL OR f.resolved_at > :now DESC, f.updated_at DESC
+"""
 BACKLOG_SQL = """
 SELECT receiver, count(*) FILTER (WHERE status = 'pending') AS pending,
        min(created_at) FILTER (WHERE status = 'pending') AS oldest,
@@ -249,4 +277,6 @@ async def load_status(
         data.deploys = [dict(d) for d in (await conn.execute(sa.text(DEPLOYS_SQL), {"now": now})).mappings()]
         data.replicas, data.leader = _replicas((await conn.execute(sa.text(REPLICAS_SQL))).all())
         data.backlog = [Backlog(*b) for b in (await conn.execute(sa.text(BACKLOG_SQL), {"now": now})).all()]
+        rows = (await conn.execute(sa.text(EQUIVALENCE_SQL), {"now": now})).all()
+        data.equivalence = sorted((EquivalenceRow(*r) for r in rows), key=lambda r: (not r.open, r.cell))
     return data

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -26,7 +26,7 @@ from canary.service.leadership import LeaderLease
 from canary.service.membership import Membership
 from canary.service.metrics import ServiceMetrics
 from canary.service.status_page import install_status_page, render
-from canary.service.status_queries import StatusData, load_status
+from canary.service.status_queries import EquivalenceRow, StatusData, load_status
 from canary.storage.tables import FindingRow
 from tests.conftest import create_test_database, drop_database
 
@@ -134,6 +134,35 @@ async def test_undelivered_notifications_show_as_the_outbox_backlog(
     assert "1 undelivered" in outbox and "oldest 12 min ago" in outbox and "1 given up in 24 h" in outbox
     assert f"pager: 1 pending, 0 given up — last error: <code>{RETRYING_ERROR}</code>" in outbox
     assert "chat: 0 pending, 1 given up" in outbox
+
+
+async def test_each_cell_shows_its_latest_equivalence_finding(seeded_db: tuple[AsyncEngine, Seeded]) -> None:
+    engine, seeded = seeded_db
+    async with engine.connect() as conn:
+        finding = await conn.scalar(sa.select(FindingRow.id).where(FindingRow.kind == "equivalence"))
+    table = (await get_page(page_app(engine))).split('id="equivalence"')[1].split("</table>")[0]
+    rows = table.split("<tr>")[2:]
+    assert len(rows) == 1 and f'href="#cell-{FIRING}"' in rows[0] and "equivalence.forced" in rows[0]
+    assert ">different<" in rows[0] and "0.019 nats/token" in rows[0] and "n=426" in rows[0]
+    assert f'href="api/findings/{finding}"' in rows[0]
+
+
+def test_open_equivalence_findings_come_first_and_resolved_ones_say_when() -> None:
+    def row(cell: str, metric: str, effect: float, resolved: datetime | None) -> EquivalenceRow:
+        since = NOW - timedelta(hours=3)
+        return EquivalenceRow(
+            7, cell, metric, resolved is None, effect, "mmd_betting", 1e-7, 236, since, resolved
+        )
+
+    rows = [
+        row("m/a/x", "equivalence.sampled", 0.31, None),
+        row("m/b/y", "equivalence.greedy", 0.5, NOW - timedelta(hours=2)),
+    ]
+    page = render(StatusData(now=NOW, equivalence=rows))
+    table = page.split('id="equivalence"')[1].split("</table>")[0].split("<tr>")[2:]
+    assert "m/a/x" in table[0] and ">different<" in table[0] and "+0.31 nearer its own samples" in table[0]
+    assert "m/b/y" in table[1] and "resolved 2 h ago" in table[1] and "+0.50 divergence rate" in table[1]
+    assert "No equivalence findings in the last 7 days." in render(StatusData(now=NOW))
 
 
 class NoScheduler:

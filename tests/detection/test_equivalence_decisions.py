@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from canary.config.sections import DetectionSpec
@@ -9,10 +11,13 @@ from canary.detection.decisions import YEAR_S, format_message
 from canary.detection.equivalence import (
     FORCED,
     GREEDY,
+    SAMPLED,
     CellRuns,
+    SampledMemo,
     equivalence_candidates,
     equivalence_level,
     mean_logprobs,
+    sampled_level,
 )
 
 SPEC = DetectionSpec()
@@ -62,3 +67,34 @@ def test_a_cell_whose_greedy_answers_leave_the_consensus_is_a_greedy_candidate()
 
 def test_passes_are_averaged_over_the_most_common_token_count() -> None:
     assert mean_logprobs([[-1.0, -2.0], [-3.0, -4.0], [-9.0]]) == [-2.0, -3.0]
+
+
+def sampled(rng: np.random.Generator, skew: float, n: int = 60) -> dict[str, list[str]]:
+    words = ["the", "a", "old", "keeper", "night", "sea", "light", "ship"]
+    weights = np.array([skew, *([(1 - skew) / 7] * 7)])
+    return {f"s{k}#1": [" ".join(rng.choice(words, size=20, p=weights)) for _ in range(n)] for k in range(4)}
+
+
+def test_a_cell_sampling_another_distribution_is_a_sampled_candidate_retested_only_on_new_runs() -> None:
+    rng = np.random.default_rng(4)
+    evidence = {
+        i: CellRuns(sampled=sampled(rng, 0.3), sampled_latest=10 + i, sampled_passes=6) for i in range(4)
+    }
+    evidence[2] = CellRuns(sampled=sampled(rng, 0.5), sampled_latest=12, sampled_passes=6)
+    memo: SampledMemo = {}
+    found = equivalence_candidates(evidence, NAMES, SPEC, {}, memo)
+    assert [(c.cell, c.metric) for c in found] == [("m/p/pool2", SAMPLED)]
+    assert found[0].threshold == -math.log(sampled_level(SPEC, 1, 6)) and sorted(memo) == [0, 1, 2, 3]
+    message = format_message(found[0], change_at=None, deploy_ids=[], sample=None)
+    assert "mmd_betting" in message and "sample steps against peers (3)" in message
+    # Without new sampled runs a cell keeps its comparison (no new look); with them it is tested again.
+    evidence[2] = CellRuns(sampled=sampled(rng, 0.3), sampled_latest=12, sampled_passes=6)
+    assert [c.cell for c in equivalence_candidates(evidence, NAMES, SPEC, {}, memo)] == ["m/p/pool2"]
+    evidence[2].sampled_latest = 20
+    assert equivalence_candidates(evidence, NAMES, SPEC, {}, memo) == []
+
+
+def test_the_sampled_test_looks_once_a_pass_and_never_more_often_than_the_rounds() -> None:
+    passes_per_year = YEAR_S / SPEC.peer_window_s
+    assert sampled_level(SPEC, 2, 2) == SPEC.false_alarms_per_cell_year / 2 / (2 * passes_per_year)
+    assert sampled_level(SPEC, 2, 10_000) == equivalence_level(SPEC, 2)
