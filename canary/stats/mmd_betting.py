@@ -31,6 +31,7 @@ keeps the guarantee.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from canary.stats.mmd import TOKENS, encode
+from canary.stats.mmd import TOKENS, tokens
 
 LAMBDA_MAX = 0.5
 _ONS = 2.0 / (2.0 - math.log(3.0))  # the online Newton step's constant for bets in [-1/2, 1/2]
@@ -60,7 +61,7 @@ class BettingResult:
 def witness_gaps(cell: npt.NDArray[np.int64], peers: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
     """``f_t(x_t) - f_t(y_tj)`` for every step ``t`` and peer ``j`` of one prompt, as ``[m, n]``.
 
-    ``cell`` is ``[n, L]`` and ``peers`` ``[m, n, L]`` token ids from one :func:`encode` (-1 pads).
+    ``cell`` is ``[n, L]`` and ``peers`` ``[m, n, L]`` token ids (:func:`encode_together`; -1 pads).
     The Hamming kernel's mean embedding is each position's token frequencies, so ``f_t(z)`` needs
     only, per (position, token) of ``z``, how many earlier steps' samples share it: counted by
     one sort of every (sample, position) by (position, token, step), linear in the samples
@@ -72,12 +73,12 @@ def witness_gaps(cell: npt.NDArray[np.int64], peers: npt.NDArray[np.int64]) -> n
     step = np.tile(np.arange(n), m + 1)
     is_cell = np.arange(len(encoded)) < n
     rows, cols = np.nonzero(encoded >= 0)
-    group = cols * (int(encoded.max(initial=0)) + 1) + encoded[rows, cols]
-    order = np.lexsort((step[rows], group))
-    rows, group, at = rows[order], group[order], step[rows[order]]
+    token = encoded[rows, cols]
+    order = np.lexsort((step[rows], token, cols))
+    rows, cols, token, at = rows[order], cols[order], token[order], step[rows[order]]
     mine = is_cell[rows].astype(np.int64)
     index = np.arange(len(rows))
-    new_group = np.r_[True, group[1:] != group[:-1]]
+    new_group = np.r_[True, (token[1:] != token[:-1]) | (cols[1:] != cols[:-1])]
     new_step = new_group | np.r_[True, at[1:] != at[:-1]]
     group_start = np.maximum.accumulate(np.where(new_group, index, 0))
     step_start = np.maximum.accumulate(np.where(new_step, index, 0))
@@ -114,12 +115,25 @@ def bet(payoffs: npt.ArrayLike) -> float:
 Encoded = npt.NDArray[np.int64]
 
 
+@functools.lru_cache(maxsize=1 << 18)
+def _hashed(text: str, length: int) -> tuple[int, ...]:
+    """A text's first ``length`` tokens as non-negative 63-bit hashes (-1 pads), kept between rounds:
+    the same stored runs are read every round, and tokenizing them is most of a round's cost."""
+    ids = [hash(t) & 0x7FFF_FFFF_FFFF_FFFF for t in tokens(text)[:length]]
+    return (*ids, *([-1] * (length - len(ids))))
+
+
 def encode_together(texts: Sequence[Sequence[str]], length: int = TOKENS) -> list[Encoded]:
-    """Several cells' texts of one prompt as token ids of one shared vocabulary, one array per cell
-    (encode each prompt once per round, then test every cell of it)."""
-    flat = encode([t for group in texts for t in group], length)
-    bounds = np.cumsum([0, *(len(group) for group in texts)])
-    return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    """Several cells' texts of one prompt as ``[n, length]`` token ids, one array per cell.
+
+    Ids are hashes of the tokens (only equality is used; two tokens collide with probability
+    about 1e-19), so cells encoded apart compare as if encoded together.
+    """
+    out = []
+    for group in texts:
+        rows = [_hashed(t, length) for t in group]
+        out.append(np.array(rows, dtype=np.int64).reshape(len(rows), length))
+    return out
 
 
 def _chosen(

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from canary.alerting.round import RoundResult, detection_round
 from canary.config.loader import Target, build_config
 from canary.config.sections import AlertsSpec, DetectionSpec, VerdictPolicy
+from canary.detection.episodes import Finding
 from canary.detection.equivalence import FORCED, GREEDY, SAMPLED
 from canary.fleet import default_fleet_config, fleet_targets
 from canary.fleet.running import RunningFleet, run_fleet_in_thread
@@ -114,37 +115,36 @@ async def test_a_healthy_fleet_raises_no_equivalence_finding(
     assert [c for c in result.changes if c.state == "firing"] == []
 
 
-async def quantized_round(fleet: RunningFleet, engine: AsyncEngine, test: str, passes: int) -> RoundResult:
+async def quantized_finding(fleet: RunningFleet, engine: AsyncEngine, test: str, passes: int) -> Finding:
+    """Quantized weights on one pool of targets that run only ``test``: its one finding, firing."""
     fleet.set_fault(fault="quantize", platform="cloud-a", pool="short-context", intensity=1.0)
     try:
         # A chat API without prompt log-probabilities (the forced test needs a completions API).
-        return await probe_and_detect(engine, small_cells(fleet, (test,), "openai-chat"), passes)
+        result = await probe_and_detect(engine, small_cells(fleet, (test,), "openai-chat"), passes)
     finally:
         fleet.clear_faults()
-
-
-async def firing(engine: AsyncEngine) -> list[tuple[str, str, str]]:
+    found = [f for f in result.findings if f.kind == "equivalence"]
+    expected = {(BROKEN, f"equivalence.{test}")}
+    assert {(f.cell, f.metric) for f in found} == expected, [f.message for f in found]
     async with engine.connect() as conn:
         alerts = (await conn.execute(sa.select(AlertRow.state, AlertRow.labels))).all()
-    return [(state, labels["alertname"], labels["cell"]) for state, labels in alerts]
+    assert [(state, labels["alertname"], labels["cell"]) for state, labels in alerts] == [
+        ("firing", "CanaryEquivalence", BROKEN)
+    ]
+    return found[0]
 
 
 async def test_greedy_agreement_finds_a_quantized_pool_on_greedy_only_targets(
     fleet: RunningFleet, engine: AsyncEngine
 ) -> None:
-    result = await quantized_round(fleet, engine, "greedy", GREEDY_PASSES)
-    found = [f for f in result.findings if f.kind == "equivalence"]
-    assert {(f.cell, f.metric) for f in found} == {(BROKEN, GREEDY)}, [f.message for f in found]
-    assert "greedy_divergence" in found[0].message and "median first divergent token" in found[0].message
-    assert await firing(engine) == [("firing", "CanaryEquivalence", BROKEN)]
+    found = await quantized_finding(fleet, engine, "greedy", GREEDY_PASSES)
+    assert found.metric == GREEDY
+    assert "greedy_divergence" in found.message and "median first divergent token" in found.message
 
 
 async def test_the_sampled_test_finds_a_quantized_pool_on_sampled_only_targets(
     fleet: RunningFleet, engine: AsyncEngine
 ) -> None:
-    result = await quantized_round(fleet, engine, "sampled", SAMPLED_PASSES)
-    found = [f for f in result.findings if f.kind == "equivalence"]
-    assert {(f.cell, f.metric) for f in found} == {(BROKEN, SAMPLED)}, [f.message for f in found]
-    assert "mmd_betting" in found[0].message and "log-wealth" in found[0].message
-    assert found[0].details["n"] > 100 and found[0].effect > 0
-    assert await firing(engine) == [("firing", "CanaryEquivalence", BROKEN)]
+    found = await quantized_finding(fleet, engine, "sampled", SAMPLED_PASSES)
+    assert found.metric == SAMPLED and "mmd_betting" in found.message and "log-wealth" in found.message
+    assert found.details["n"] > 100 and found.effect > 0
