@@ -11,14 +11,17 @@ runs/s, PostgreSQL CPU seconds per stored run (all server processes, user + syst
 detection round over the stored cells, peak RSS per replica, bytes per stored run (runs, scores
 and observations with their indexes and TOAST), and each figure's ratio to one replica.
 
-Part 2 (``bench/_scale_big.py``), on a fresh database: ``--big-runs`` runs over 1,000 cells
-(3 probes, 3 scores each) are generated with ``generate_series`` one day at a time (a pass every
-6 minutes), then: the first detection round (which backfills the observation counts), a steady
-round (the ``<= 1 s`` figure), and dropping the oldest day's partitions. Token logprobs' size is
-measured on one realistic answer (64 tokens, 5 alternatives each) as JSONB and as stored.
+Part 2 (``bench/_scale_big.py``), on a PostgreSQL of its own under ``--big-data``: ``--big-runs``
+runs over 1,000 cells (3 probes, 3 scores each) are generated with ``generate_series`` one day at a
+time (a pass every 6 minutes) and their observations backfilled by a first detection round, once;
+later runs reuse that history. Then rounds a minute apart, each after storing that minute's runs
+(the ``<= 1 s`` figure, with its phases), and dropping the oldest day's partitions. Token
+logprobs' size is measured on one realistic answer (64 tokens, 5 alternatives each) as JSONB and
+as stored. Part 2 alone: ``--cells ''``.
 
     .venv/bin/python bench/scale.py [--cells 1000,5000,10000] [--replicas 1,2,4] [--interval 30]
                                     [--warmup 30] [--duration 30] [--big-runs 10000000]
+                                    [--big-data .canary-data/bench-scale-big]
 
 The defaults are short (30 s of warm-up and 30 s measured per configuration, nine of them) to keep
 the whole run near 15 minutes.
@@ -55,6 +58,10 @@ def main() -> None:
         "--warmup", type=float, default=30.0, help="seconds run before measuring (steady state, not start-up)"
     )
     parser.add_argument("--big-runs", type=int, default=10_000_000, help="runs stored for part 2 (0: skip)")
+    parser.add_argument(
+        "--big-data", type=Path, default=ROOT / ".canary-data" / "bench-scale-big",
+        help="where part 2 keeps its PostgreSQL and history between runs",
+    )  # fmt: skip
     args = parser.parse_args()
     print_machine()
     with tempfile.TemporaryDirectory() as tmp:
@@ -64,9 +71,9 @@ def main() -> None:
             jsonb_bytes, stored_bytes = logprob_sizes(new_database(server_url, "scale_sizes"))
             print(f"token logprobs of one 64-token answer: {jsonb_bytes} B as JSONB, {stored_bytes} B stored")
             results = grid(workdir, server_url, server_pid(workdir / "pg"), args)
-            big = big_history(server_url, args.big_runs) if args.big_runs else {}
         finally:
             server.cleanup()  # type: ignore[attr-defined]
+    big = big_history(args.big_runs, args.big_data) if args.big_runs else {}
     if big:
         print_big(big)
     measured = [r for r in results if "error" not in r]

@@ -15,14 +15,13 @@ from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from canary.config.sections import DetectionSpec
 from canary.detection.baselines import baseline_sums
 from canary.detection.decisions import Counts
+from canary.detection.lookback import lookback
 from canary.detection.sequential import Stream
 from canary.storage.counts import run_counts
 from canary.storage.observations import AVAILABILITY
@@ -52,34 +51,6 @@ async def targets(conn: AsyncConnection) -> dict[int, tuple[str, str]]:
 
 def _wanted(metric: str, spec: DetectionSpec) -> bool:
     return metric == AVAILABILITY or any(fnmatchcase(metric, g) for g in spec.metrics)
-
-
-# Each (cell, metric)'s observations as comma-separated columns, oldest first: thousands of rows
-# of text instead of a million rows of values, parsed by numpy. A pass is numbered by the first
-# 64 bits of its id: the detector only asks whether neighbours share a pass, and a number of the
-# row's own needs no window over every row of the look-back (a sort of them all by pass id).
-_ORDER = "ORDER BY at, probe_pk, pass_id"
-PASS_NUMBER = "('x' || translate(left(pass_id::text, 18), '-', ''))::bit(64)::bigint"
-STREAM_ARRAYS = f"""
-SELECT target_id, metric,
-       string_agg(extract(epoch FROM at)::text, ',' {_ORDER}) AS at,
-       string_agg(probe_pk::text, ',' {_ORDER}) AS probe,
-       string_agg(n::text, ',' {_ORDER}) AS n,
-       string_agg(failures::text, ',' {_ORDER}) AS failures,
-       string_agg({PASS_NUMBER}::text, ',' {_ORDER}) AS passes
-FROM observations
-WHERE at > :start AND at <= :now
-GROUP BY target_id, metric
-ORDER BY target_id, metric
-"""
-
-
-def _floats(text: str) -> npt.NDArray[np.float64]:
-    return np.fromstring(text, dtype=np.float64, sep=",")
-
-
-def _ints(text: str) -> npt.NDArray[np.int64]:
-    return np.fromstring(text, dtype=np.int64, sep=",")
 
 
 def _hour(t: datetime) -> datetime:
@@ -128,7 +99,8 @@ async def streams(
 ) -> list[Stream]:
     """Every (cell, metric) stream over the look-back, request errors included, with its baselines.
 
-    1. Observations (:mod:`canary.storage.observations`) over ``(now - history_s, now]``.
+    1. Observations (:mod:`canary.storage.observations`) over ``(now - history_s, now]``, the
+       part read by the previous round kept (:mod:`canary.detection.lookback`).
     2. Baselines: per probe version over the ``baseline_s`` before that, from the hourly totals
        (:mod:`canary.detection.baselines`, whole hours kept between rounds).
     """
@@ -138,8 +110,7 @@ async def streams(
     for (tid, metric, probe), (failing, n) in (await baseline_sums(conn, base_start, start)).items():
         baselines[(tid, metric)][probe] = Counts(failing, n)
     out = []
-    for row in (await conn.execute(sa.text(STREAM_ARRAYS), {"start": start, "now": now})).all():
-        tid, metric = row.target_id, row.metric
+    for (tid, metric), obs in (await lookback(conn, start, now)).items():
         if tid not in names or not _wanted(metric, spec):
             continue
         out.append(
@@ -147,12 +118,12 @@ async def streams(
                 tid,
                 names[tid][0],
                 metric,
-                _floats(row.at),
-                _ints(row.probe),
-                _ints(row.n),
-                _ints(row.failures),
+                obs.at,
+                obs.probe,
+                obs.n,
+                obs.failures,
                 baselines.get((tid, metric), {}),
-                _ints(row.passes),
+                obs.passes,
             )
         )
     return out

@@ -160,12 +160,15 @@ def score_counts(
     query = sa.select(
         *columns, sa.func.count().label("n"), sa.func.count().filter(failed()).label("failures"), *extra
     ).select_from(ScoreRow)
-    if by_session or by_pass:
-        query = query.join(RunRow, run_of_score())
     conditions = [
         *_window(ScoreRow.created_at, since, until, closed),
         *_cells(ScoreRow.target_id, cells, target_ids),
     ]
+    if by_session or by_pass:
+        query = query.join(RunRow, run_of_score())
+        # The same window on the run's start (equal to the score's time): without it PostgreSQL
+        # cannot prune ``runs`` to the window's partitions and reads every day of it.
+        conditions += _window(RunRow.started_at, since, until, closed)
     if metrics is not None:
         conditions.append(ScoreRow.metric.in_(list(metrics)))
     return query.where(*conditions).group_by(*keys)

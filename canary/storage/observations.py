@@ -56,11 +56,13 @@ _TINY = timedelta(microseconds=1)
 @dataclass(frozen=True)
 class Refreshed:
     """One refresh by this process: the progress (run id, score id) it found (``None``: none) and
-    left, and the hours ``[lo, hi)`` of ``observation_rollup_hour`` it recomputed (``None``: none)."""
+    left, the hours ``[lo, hi)`` of ``observation_rollup_hour`` it recomputed (``None``: none), and
+    the ranges ``[lo, hi)`` of ``observations.at`` it recomputed."""
 
     found: tuple[int, int] | None
     left: tuple[int, int]
     hours: tuple[datetime, datetime] | None
+    ranges: tuple[tuple[datetime, datetime], ...] = ()
 
 
 REFRESHED: weakref.WeakKeyDictionary[sa.Engine, Refreshed] = weakref.WeakKeyDictionary()
@@ -157,6 +159,7 @@ async def refresh(engine: AsyncEngine) -> int:
     """Bring ``observations`` and ``observation_rollup_hour`` up to date; returns the chunks recomputed."""
     chunks = 0
     hours: tuple[datetime, datetime] | None = None
+    ranges: list[tuple[datetime, datetime]] = []
     async with engine.connect() as conn:
         await conn.execute(sa.text(LOCK))
         await conn.commit()
@@ -208,6 +211,6 @@ async def refresh(engine: AsyncEngine) -> int:
             await conn.execute(sa.text(UNLOCK))
             await conn.commit()
     found = (int(progress[0]), int(progress[1])) if progress else None
-    REFRESHED[engine.sync_engine] = Refreshed(found, left, hours)
+    REFRESHED[engine.sync_engine] = Refreshed(found, left, hours, tuple(ranges))
     log.debug("observations refreshed: %d chunks", chunks)
     return chunks

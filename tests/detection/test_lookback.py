@@ -1,0 +1,73 @@
+"""Look-back observations kept between rounds equal a full read, round after round: with new passes,
+a late repeat inside the kept part, and another writer's refresh."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from canary.detection import lookback
+from canary.storage import observations
+from tests.seeding import add_cells, add_passes, add_probes
+
+pytestmark = pytest.mark.anyio
+
+NOW = datetime(2025, 8, 29, 12, 7, 30, tzinfo=UTC)
+RATES = {"answered": 0.3, "unexpected_script": 0.1}
+STEP = timedelta(minutes=10)
+HISTORY = timedelta(hours=6)
+
+
+Streams = dict[lookback.Key, lookback.Observations]
+
+
+async def both(engine: AsyncEngine, now: datetime) -> tuple[bool, Streams, Streams]:
+    """Whether the kept part was used, what the round got, and a full read."""
+    start = now - HISTORY
+    async with engine.connect() as conn:
+        sync = conn.sync_engine
+        kept = lookback._KEPT.get(sync)
+        used = (
+            kept is not None and lookback._cut(kept, observations.REFRESHED.get(sync), start, now) is not None
+        )
+        got = await lookback.lookback(conn, start, now)
+        full = await lookback._read(conn, start, start, now)
+    return used, got, full
+
+
+def same(a: Streams, b: Streams) -> bool:
+    return a.keys() == b.keys() and all(
+        all(np.array_equal(x, y) for x, y in zip(a[k]._arrays(), b[k]._arrays(), strict=True)) for k in a
+    )
+
+
+async def test_kept_lookback_equals_a_full_read_across_rounds(engine: AsyncEngine) -> None:
+    rng = np.random.default_rng(17)
+    async with engine.begin() as conn:
+        cells = await add_cells(conn, ["m/p/a", "m/p/b"])
+        probes = await add_probes(conn, 2)
+        for tid in cells.values():
+            await add_passes(conn, tid, probes, NOW - timedelta(hours=9), NOW, STEP, RATES, rng)
+    used = []
+    now = NOW
+    for step in range(5):
+        if step:
+            async with engine.begin() as conn:  # the passes since the last round
+                for tid in cells.values():
+                    await add_passes(conn, tid, probes, now, now + STEP, STEP, RATES, rng)
+                if step == 2:  # a repeat stored late, early in the kept part of the look-back
+                    late = NOW - timedelta(hours=4, minutes=3)
+                    await add_passes(conn, cells["m/p/a"], probes, late, late + timedelta(minutes=1), STEP,
+                                     {"answered": 1.0}, rng)  # fmt: skip
+            now += STEP
+        await observations.refresh(engine)
+        if step == 4:  # another writer's refresh (its progress, not ours): nothing kept is trusted
+            previous = observations.REFRESHED[engine.sync_engine]
+            observations.REFRESHED[engine.sync_engine] = observations.Refreshed((0, 0), previous.left, None)
+        kept, got, full = await both(engine, now)
+        used.append(kept)
+        assert same(got, full) and got
+    assert used == [False, True, True, True, False]
