@@ -248,7 +248,8 @@ def big_history(runs: int, data_dir: Path) -> dict[str, Any]:
                 target = h.stored_until
                 times = []
                 if target.minute != 56:  # moved on by an earlier run: catch up to the next :56
-                    target = (target + timedelta(hours=1)).replace(minute=56, second=0, microsecond=0)
+                    target = target.replace(minute=56, second=0, microsecond=0)
+                    target += timedelta(hours=1) if target < h.stored_until else timedelta()
                     times.append(("catch-up", target))
                 times += [("steady", target + timedelta(minutes=k)) for k in (1, 2, 3)]
                 times.append(("new hour", (target + timedelta(hours=1)).replace(minute=0, second=30)))

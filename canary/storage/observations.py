@@ -16,8 +16,8 @@ from the second, never the raw ``scores`` (:mod:`canary.detection.queries`).
 2. Recompute every observation whose first score falls in a range widened by ``PASS_SPAN`` on
    each side (overlapping ranges merged): delete them and regroup the raw rows of that range
    widened by :data:`PASS_SPAN` again, so each pass is counted whole, in the range holding its
-   first score. Then recompute the hours touched. A first call (no progress row) backfills
-   everything, in :data:`CHUNK` steps.
+   first score. The hours' totals move by the difference. A first call (no progress row)
+   backfills everything, in :data:`CHUNK` steps.
 3. Delete the queued ranges read in step 1, store the ids read as the new progress, and note in
    :data:`REFRESHED` (per engine, in this process) the progress found and left and the hours
    recomputed, so a reader may keep totals of hours no refresh has touched since
@@ -88,31 +88,53 @@ def _floor_hour(t: datetime) -> datetime:
     return t.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
-async def _refresh_range(conn: AsyncConnection, lo: datetime, hi: datetime) -> None:
+HOUR_SUMS = ("observations", "failing", "n", "failures")
+
+
+def _add_to_hours(lo: datetime, hi: datetime, sign: int) -> sa.Insert:
+    """Add (``sign`` 1) or take away (-1) the hourly totals of the observations in [lo, hi)."""
     obs: sa.Table = ObservationRow.__table__  # type: ignore[assignment]
-    await conn.execute(sa.delete(obs).where(obs.c.at >= lo, obs.c.at < hi))
-    columns = ["target_id", "metric", "probe_pk", "pass_id", "n", "failures", "at"]
-    await conn.execute(sa.insert(obs).from_select(columns, clusters(lo, hi)))
-    h_lo, h_hi = _floor_hour(lo), _floor_hour(hi - _TINY) + timedelta(hours=1)
     hours: sa.Table = ObservationHourRow.__table__  # type: ignore[assignment]
-    await conn.execute(sa.delete(hours).where(hours.c.hour >= h_lo, hours.c.hour < h_hi))
     hour = sa.func.date_trunc("hour", obs.c.at, "UTC", type_=sa.DateTime(timezone=True))
-    totals = (
+    sums = (
         sa.select(
             obs.c.target_id,
             obs.c.metric,
             obs.c.probe_pk,
             hour.label("hour"),
-            sa.func.count(),
-            sa.func.count().filter(obs.c.failures > 0),
-            sa.func.sum(obs.c.n),
-            sa.func.sum(obs.c.failures),
+            sign * sa.func.count(),
+            sign * sa.func.count().filter(obs.c.failures > 0),
+            sign * sa.func.sum(obs.c.n),
+            sign * sa.func.sum(obs.c.failures),
         )  # fmt: skip
-        .where(obs.c.at >= h_lo, obs.c.at < h_hi)
+        .where(obs.c.at >= lo, obs.c.at < hi)
         .group_by(obs.c.target_id, obs.c.metric, obs.c.probe_pk, sa.literal_column("hour"))
     )
-    names = ["target_id", "metric", "probe_pk", "hour", "observations", "failing", "n", "failures"]
-    await conn.execute(sa.insert(hours).from_select(names, totals))
+    insert = pg_insert(hours).from_select(["target_id", "metric", "probe_pk", "hour", *HOUR_SUMS], sums)
+    return insert.on_conflict_do_update(
+        index_elements=["target_id", "metric", "probe_pk", "hour"],
+        set_={k: hours.c[k] + insert.excluded[k] for k in HOUR_SUMS},
+    )
+
+
+async def _refresh_range(conn: AsyncConnection, lo: datetime, hi: datetime) -> None:
+    """Regroup the observations first scored in [lo, hi) and move their hours' totals by the change.
+
+    The hours are updated by difference (less the old rows' sums, plus the new ones'), so only
+    the range is read, not every observation of the hours it touches; integer sums, so the
+    totals are those a recount would give. An hour left with no observation of a key loses its row.
+    """
+    obs: sa.Table = ObservationRow.__table__  # type: ignore[assignment]
+    hours: sa.Table = ObservationHourRow.__table__  # type: ignore[assignment]
+    await conn.execute(_add_to_hours(lo, hi, -1))
+    await conn.execute(sa.delete(obs).where(obs.c.at >= lo, obs.c.at < hi))
+    columns = ["target_id", "metric", "probe_pk", "pass_id", "n", "failures", "at"]
+    await conn.execute(sa.insert(obs).from_select(columns, clusters(lo, hi)))
+    await conn.execute(_add_to_hours(lo, hi, 1))
+    h_lo, h_hi = _floor_hour(lo), _floor_hour(hi - _TINY) + timedelta(hours=1)
+    await conn.execute(
+        sa.delete(hours).where(hours.c.hour >= h_lo, hours.c.hour < h_hi, hours.c.observations == 0)
+    )
 
 
 async def changed_since(
