@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from canary.config.sections import DetectionSpec
-from canary.detection.baselines import baseline_sums
+from canary.detection.baselines import baseline_sums, kept_totals
 from canary.detection.decisions import Counts
 from canary.detection.lookback import lookback
 from canary.detection.sequential import Stream
@@ -130,11 +130,12 @@ async def streams(
 
 
 async def per_probe(conn: AsyncConnection, since: datetime, now: datetime) -> dict[Key, dict[int, Counts]]:
-    """Scores and failures per (cell, metric, probe version) over ``(since, now]``: the peer test's input."""
+    """Scores and failures per (cell, metric, probe version) over ``(since, now]``: the peer test's input
+    (kept between rounds, :mod:`canary.detection.baselines`)."""
     out: dict[Key, dict[int, Counts]] = defaultdict(dict)
-    for row in (await conn.execute(totals(since, now, by_probe=True))).all():
-        if row.metric != AVAILABILITY:
-            out[(row.target_id, row.metric)][row.probe_pk] = Counts(int(row.failures), int(row.n))
+    for (tid, metric, probe), (_, _, n, failures) in (await kept_totals(conn, "peers", since, now)).items():
+        if metric != AVAILABILITY:
+            out[(tid, metric)][probe] = Counts(failures, n)
     return out
 
 

@@ -21,13 +21,17 @@ NOW = datetime(2025, 8, 29, 12, 7, 30, tzinfo=UTC)
 RATES = {"answered": 0.3, "unexpected_script": 0.1}
 
 
-async def fresh(engine: AsyncEngine, since: datetime, until: datetime) -> baselines.Sums:
+async def fresh(
+    engine: AsyncEngine, since: datetime, until: datetime
+) -> dict[baselines.ProbeKey, tuple[int, int]]:
     async with engine.connect() as conn:
         rows = (await conn.execute(totals(since, until, by_probe=True))).all()
     return {(r.target_id, r.metric, r.probe_pk): (int(r.failing), int(r.observations)) for r in rows}
 
 
-async def kept(engine: AsyncEngine, since: datetime, until: datetime) -> baselines.Sums:
+async def kept(
+    engine: AsyncEngine, since: datetime, until: datetime
+) -> dict[baselines.ProbeKey, tuple[int, int]]:
     async with engine.connect() as conn:
         return await baseline_sums(conn, since, until)
 
@@ -51,9 +55,9 @@ async def test_kept_hours_equal_fresh_totals_across_rounds(engine: AsyncEngine) 
                 await add_passes(conn, cells["m/p/a"], probes, late, late + timedelta(minutes=1),
                                  timedelta(minutes=20), {"answered": 1.0}, rng)  # fmt: skip
         await observations.refresh(engine)
-        before = baselines._KEPT[engine.sync_engine].sums if step else None
+        before = baselines._KEPT[engine.sync_engine]["baseline"].whole if step else None
         got = await kept(engine, since + shift, until + shift)
-        hits.append(before is not None and baselines._KEPT[engine.sync_engine].sums is before)
+        hits.append(before is not None and baselines._KEPT[engine.sync_engine]["baseline"].whole is before)
         assert got == await fresh(engine, since + shift, until + shift)
     # Kept, then re-read when a late pass rewrote one of them, then for a new hour, then kept.
     assert hits == [False, True, False, False, True]
@@ -62,8 +66,46 @@ async def test_kept_hours_equal_fresh_totals_across_rounds(engine: AsyncEngine) 
     observations.REFRESHED[engine.sync_engine] = observations.Refreshed(
         (0, 0), observations.REFRESHED[engine.sync_engine].left, None
     )
-    before = baselines._KEPT[engine.sync_engine].sums
+    before = baselines._KEPT[engine.sync_engine]["baseline"].whole
     assert await kept(engine, since + shift, until + shift) == await fresh(
         engine, since + shift, until + shift
     )
-    assert baselines._KEPT[engine.sync_engine].sums is not before
+    assert baselines._KEPT[engine.sync_engine]["baseline"].whole is not before
+
+
+async def test_kept_totals_of_a_moving_window_equal_fresh_totals(engine: AsyncEngine) -> None:
+    rng = np.random.default_rng(9)
+    async with engine.begin() as conn:
+        cells = await add_cells(conn, ["m/p/a", "m/p/b"])
+        probes = await add_probes(conn, 2)
+        for tid in cells.values():
+            await add_passes(
+                conn, tid, probes, NOW - timedelta(hours=4), NOW, timedelta(minutes=7), RATES, rng
+            )
+    now = NOW
+    for step in range(6):
+        if step:
+            async with engine.begin() as conn:
+                for tid in cells.values():
+                    await add_passes(
+                        conn, tid, probes, now, now + timedelta(minutes=7), timedelta(minutes=7), RATES, rng
+                    )
+                if step == 3:  # a late repeat in the window's first, partial hour
+                    late = now - timedelta(hours=1, minutes=58)
+                    await add_passes(conn, cells["m/p/b"], probes, late, late + timedelta(minutes=1),
+                                     timedelta(minutes=7), {"answered": 1.0}, rng)  # fmt: skip
+            now += timedelta(minutes=7)
+        await observations.refresh(engine)
+        since = now - timedelta(hours=2)
+        async with engine.connect() as conn:
+            got = await baselines.kept_totals(conn, "peers", since, now)
+            rows = (await conn.execute(totals(since, now, by_probe=True))).all()
+        assert got == {
+            (r.target_id, r.metric, r.probe_pk): (
+                int(r.observations),
+                int(r.failing),
+                int(r.n),
+                int(r.failures),
+            )
+            for r in rows
+        }
