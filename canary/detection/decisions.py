@@ -143,13 +143,15 @@ def peer_candidate(
     baseline = sum((peers_by_probe[k] for k in common), Counts())
     if not peer_cells or observed.n < spec.min_runs or baseline.n < spec.min_runs:
         return None
+    effect = observed.failures / observed.n - baseline.failures / baseline.n
+    if effect < spec.min_effect:  # no finding whatever the test says: most cells stop here, untested
+        return None
     level = peer_level(spec, tests)
     result = cmh_test(
         [cell_by_probe[k].failures for k in common], [cell_by_probe[k].n for k in common],
         [peers_by_probe[k].failures for k in common], [peers_by_probe[k].n for k in common],
     )  # fmt: skip
-    effect = observed.failures / observed.n - baseline.failures / baseline.n
-    if result.p_value > level or effect < spec.min_effect:
+    if result.p_value > level:
         return None
     ci = rate_difference_ci(observed.failures, observed.n, baseline.failures, baseline.n)
     null = min(0.99, max(spec.baseline_floor, baseline.failures / baseline.n))
