@@ -58,6 +58,7 @@ import numpy.typing as npt
 from scipy import special, stats
 
 from canary.stats.median_shift import log_e_above_half
+from canary.stats.two_sample import smallest_sufficient
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -232,13 +233,4 @@ def dominance_sample_size(dominance: float, threshold: float, power: float, max_
     a discrete test is not exactly monotone in n, so within a pair or two of the smallest)."""
     if not 0.0 < dominance <= 1.0:
         raise ValueError(f"need 0 < dominance <= 1, got {dominance}")
-    hi = 8
-    while dominance_power(hi, dominance, threshold) < power:
-        if hi >= max_n:
-            raise ValueError(f"more than {max_n} pairs needed")
-        hi = min(2 * hi, max_n)
-    lo = hi // 2
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if dominance_power(mid, dominance, threshold) >= power else (mid, hi)
-    return hi
+    return smallest_sufficient(lambda n: dominance_power(n, dominance, threshold) >= power, max_n, "pairs")

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -336,10 +337,16 @@ def rate_sample_size(
             >= power
         )
 
+    return smallest_sufficient(enough, max_n, "runs")
+
+
+def smallest_sufficient(enough: Callable[[int], bool], max_n: int, unit: str) -> int:
+    """The first ``n`` with ``enough(n)`` found by doubling from 8, then bisection (for a power that
+    rises with ``n`` up to discreteness). Raises ``ValueError`` when even ``max_n`` falls short."""
     hi = 8
     while not enough(hi):
         if hi >= max_n:
-            raise ValueError(f"more than {max_n} runs needed")
+            raise ValueError(f"more than {max_n} {unit} needed")
         hi = min(2 * hi, max_n)
     lo = hi // 2
     while hi - lo > 1:

@@ -32,9 +32,14 @@ if TYPE_CHECKING:
 
 REQUEST_ERRORS = "request_errors"  # failed requests (timeouts, 5xx...) as a rate metric
 LATENCY = "latency_ms"
-# Latency values read per side: the first ones of the window, so the sample only grows (the median
-# tests are valid for a growing sample, not a sliding one) and stops growing at the cap.
+# Latency values read per side: the first ones of the window in the order the runs started, so the
+# sample only grows (the test of stochastic order pairs them in that order and is valid for a growing
+# sample, not a sliding or re-ordered one) and stops growing at the cap.
 MAX_VALUES = 5000
+# A run is stored when it ends, so one started just before a look may be missing from it and then
+# appear among values already paired: latency reads only runs started this long before the look
+# (the default request timeout).
+LATENCY_SETTLE_S = 60.0
 
 
 DEPLOYS: sa.Table = DeployRow.__table__  # type: ignore[assignment]
@@ -166,18 +171,24 @@ def _per_metric(observations: sa.Subquery) -> sa.Select[Any]:
 
 
 async def collect_samples(
-    conn: AsyncConnection, canary: Sequence[str], baseline: Sequence[str], start: datetime, end: datetime
+    conn: AsyncConnection,
+    canary: Sequence[str],
+    baseline: Sequence[str],
+    start: datetime,
+    end: datetime,
+    values_before: datetime | None = None,
 ) -> list[MetricSamples]:
     """Per-metric failure counts on both sides inside the window, plus request errors and latency.
 
     A rate metric's ``n`` counts clustered observations, not runs (:func:`_per_metric`), read
     from ``observations`` up to date (:mod:`canary.storage.observed`); a pass counts whole, in the
-    window holding its first score. Latency values are raw rows, the first of the window."""
+    window holding its first score. Latency values are raw rows, the first of the window in the
+    order the runs started, of runs started before ``values_before`` (default ``end``)."""
     sides: dict[str, dict[str, tuple[int, int]]] = {}
     latency: dict[str, tuple[float, ...]] = {}
     settled = await settled_before(conn)
     for side, cells in (("canary", canary), ("baseline", baseline)):
-        window = {"cells": list(cells), "start": start, "end": end}
+        window = {"cells": list(cells), "start": start, "end": min(end, values_before or end)}
         # metric -> (failing observations, observations) over the side's cells
         counts = {
             REQUEST_ERRORS if metric == AVAILABILITY else metric: (int(f), int(n))
@@ -227,8 +238,11 @@ async def evaluate_deploy(
     of the window decides the rest. 4. Store status and details, only if the deploy is still
     running (a concurrent end wins)."""
     end = min(now, row.ends_at)
+    values_before = now - timedelta(seconds=LATENCY_SETTLE_S)
     async with engine.connect() as conn:
-        samples = await collect_samples(conn, row.canary_cells, row.baseline_cells, row.started_at, end)
+        samples = await collect_samples(
+            conn, row.canary_cells, row.baseline_cells, row.started_at, end, values_before=values_before
+        )
         forced = await collect_forced(conn, row.canary_cells, row.baseline_cells, row.started_at, end)
     verdict: Verdict = await anyio.to_thread.run_sync(judge, samples, policy, forced)
     state = advance(verdict, window_over=now >= row.ends_at)

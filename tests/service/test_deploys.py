@@ -19,6 +19,7 @@ from canary.service.metrics import ServiceMetrics
 from canary.stats.stochastic_order import dominance_sample_size
 from canary.storage.tables import DeployRow, RunRow
 from canary.verdicts.deploys import (
+    LATENCY_SETTLE_S,
     active_bursts,
     create_deploy,
     deploy_json,
@@ -122,6 +123,26 @@ LATENCY_ALONE = VerdictPolicy(muted_metrics=("request_errors",))  # latency the 
 LATENCY_AND_ERRORS = VerdictPolicy(muted_metrics=())  # two deciding metrics: e >= 2/alpha to fail alone
 
 
+async def store_latencies(engine: AsyncEngine, values: dict[str, tuple[float, ...]], start: datetime) -> None:
+    """Successful runs with these latencies, the i-th of each cell started ``i + 1`` s after ``start``."""
+    async with engine.begin() as conn:
+        ids = await add_cells(conn, list(values))
+        [probe] = await add_probes(conn, 1)
+        rows = [
+            {
+                "pass_id": uuid.uuid4(),
+                "target_id": ids[cell],
+                "probe_pk": probe,
+                "status": "ok",
+                "started_at": start + timedelta(seconds=1 + i),
+                "latency_ms": value,
+            }  # fmt: skip
+            for cell, cell_values in values.items()
+            for i, value in enumerate(cell_values)
+        ]
+        await conn.execute(sa.insert(RunRow), rows)
+
+
 @pytest.mark.parametrize(
     ("copies", "policy"),
     [
@@ -138,22 +159,7 @@ async def test_the_kayenta_case_fails_a_deploy_from_stored_latencies(
     ``copies`` times), stored as runs a second apart: the deploy FAILs on latency. At 10 values a
     side the test reaches 25.6: enough at alpha (1/alpha = 20), not at alpha/2 (40)."""
     start = datetime.now(UTC) - timedelta(hours=1)
-    async with engine.begin() as conn:
-        ids = await add_cells(conn, list(KAYENTA))
-        [probe] = await add_probes(conn, 1)
-        rows = [
-            {
-                "pass_id": uuid.uuid4(),
-                "target_id": ids[cell],
-                "probe_pk": probe,
-                "status": "ok",
-                "started_at": start + timedelta(seconds=1 + i),
-                "latency_ms": value,
-            }  # fmt: skip
-            for cell, values in KAYENTA.items()
-            for i, value in enumerate(values * copies)
-        ]
-        await conn.execute(sa.insert(RunRow), rows)
+    await store_latencies(engine, {cell: values * copies for cell, values in KAYENTA.items()}, start)
     deploy = await create_deploy(engine, "v2", ["m/p/canary"], ["m/p/base"], start, 900)
     await evaluate_running(engine, policy, start + timedelta(seconds=600))
     row = await get_deploy(engine, deploy.id)
@@ -164,6 +170,20 @@ async def test_the_kayenta_case_fails_a_deploy_from_stored_latencies(
     deciding = sum(not m["muted"] for m in metrics.values())
     assert latency["e_value"] >= latency["e_threshold"] == deciding / policy.alpha
     assert row.details["reason"] == "metrics failed: latency_ms"
+
+
+async def test_latency_reads_only_runs_started_a_request_timeout_before_the_look(engine: AsyncEngine) -> None:
+    """A run is stored when it ends: one started just before a look could appear later among values
+    already paired, so the look leaves out the runs started within LATENCY_SETTLE_S of it."""
+    start = datetime.now(UTC) - timedelta(hours=1)
+    await store_latencies(engine, {"m/p/canary": (5.0,) * 90, "m/p/base": (5.0,) * 90}, start)
+    deploy = await create_deploy(engine, "v2", ["m/p/canary"], ["m/p/base"], start, 900)
+    look = start + timedelta(seconds=91)  # the runs started 1..90 s after the start
+    await evaluate_running(engine, LATENCY_AND_ERRORS, look)
+    row = await get_deploy(engine, deploy.id)
+    assert row is not None
+    latency = {m["metric"]: m for m in row.details["metrics"]}["latency_ms"]
+    assert latency["canary_n"] == latency["pairs"] == 90 - LATENCY_SETTLE_S
 
 
 async def test_bursts_cover_both_sides_of_running_deploys_inside_their_window(engine: AsyncEngine) -> None:
