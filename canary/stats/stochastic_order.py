@@ -34,9 +34,12 @@ The e-value is half and half of two strategies, each mixed over the bet ``lambda
   ``lambda`` is Beta(2, 1) (discretised), bold, because a tail that shows at all shows clearly.
 
 In Kayenta's case the tail strategy wins all 7 untied pairs whatever their order: ``E = 25.6`` at 10
-pairs, over ``1/alpha = 20``. No test could do much better there: any e-value that treats each side's
-values as a set has mean at most 1 under the permutation null, so at most ``C(20,7)/C(10,7) = 646``
-(the exact permutation p-value is 1/646 = 0.0015); a test on pairs gains at most a factor 2 a pair.
+pairs, over ``1/alpha = 20`` (with two deciding metrics sharing alpha, 40, it takes 20 pairs: 1911).
+The most there is: any e-value that treats each side's values as a set has mean at most 1 under
+the permutation null, so at most ``C(20,7)/C(10,7) = 646`` there (the exact permutation p-value is
+1/646 = 0.0015); one that bets pair by pair gains at most a factor 2 a pair, 2^7 = 128 from these
+7 pairs, and only by staking everything on each, which a test with power at moderate effects
+cannot do.
 
 **Power and size** come from the sign strategy alone (``E >= E_sign / 2``), so they hold for every
 pair of distributions with dominance ``delta``: without ties, wins ~ Bin(n, (1 + delta)/2), and

@@ -201,6 +201,16 @@ def test_the_kayenta_case_fails_at_ten_values_a_side() -> None:
     assert muted.muted and muted.outcome == "FAIL"  # reported at 1/alpha, never decides
 
 
+def test_the_kayenta_case_beside_another_deciding_metric_fails_at_twenty_values_a_side() -> None:
+    """Two deciding metrics: a lone FAIL needs e >= 2/alpha = 40; 10 pairs give 25.6, 20 give 1911."""
+    deciding = VerdictPolicy(muted_metrics=())
+    errors = rates("request_errors", 0, 20, 0, 20)
+    ten = judge([latency(KAYENTA_CANARY, KAYENTA_BASELINE), errors], deciding)
+    assert ten.outcome != "FAIL"
+    twenty = judge([latency(KAYENTA_CANARY * 2, KAYENTA_BASELINE * 2), errors], deciding)
+    assert twenty.outcome == "FAIL" and twenty.reason == "metrics failed: latency_ms"
+
+
 def test_the_kayenta_case_fails_at_the_sample_size_derived_from_the_stated_dominance() -> None:
     deciding = VerdictPolicy(muted_metrics=())
     n = dominance_sample_size(deciding.detect_dominance, 1.0 / deciding.alpha, deciding.power)
