@@ -45,7 +45,7 @@ from scipy import stats
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from canary.config.sections import VerdictPolicy  # noqa: E402
-from canary.stats.stochastic_order import dominance_sample_size  # noqa: E402
+from canary.stats.stochastic_order import dominance_sample_size, order_path  # noqa: E402
 from canary.stats.two_sample import rate_power, rate_sample_size  # noqa: E402
 from canary.verdicts.judgement import MetricSamples, advance, judge  # noqa: E402
 
@@ -101,14 +101,29 @@ def order_window(policy: VerdictPolicy) -> int:
     return dominance_sample_size(policy.detect_dominance, 1.0 / policy.alpha, policy.power)
 
 
-def order_outcome(canary: FloatArray, baseline: FloatArray, looks: int, policy: VerdictPolicy) -> str:
-    """One simulated deploy of a continuous metric: ``looks`` evenly spaced evaluations of the
-    growing values, the last at all of them."""
+def order_outcome(
+    canary: FloatArray, baseline: FloatArray, looks: int, policy: VerdictPolicy, every_look: bool = False
+) -> str:
+    """One simulated deploy of a continuous metric, judged alone: ``looks`` evenly spaced evaluations
+    of the growing values, the last at all of them; the final status.
+
+    With ``every_look`` each look is a ``judge``/``advance`` call. Without, the product's own
+    e-process (:func:`~canary.stats.stochastic_order.order_path`, the same value ``judge`` computes
+    at each prefix) finds the first look at or over the lone metric's threshold ``1/alpha``, and
+    ``judge``/``advance`` run at that look, or at the last one: the same outcome (a look under the
+    threshold neither FAILs nor ends the window), checked in tests/service/test_verdicts.py.
+    """
     values = min(canary.size, baseline.size)
-    for i in range(looks):
-        n = math.ceil(values * (i + 1) / looks)
+    ns = [math.ceil(values * (i + 1) / looks) for i in range(looks)]
+    if every_look:
+        chosen = range(looks)
+    else:
+        path = order_path(canary[:values], baseline[:values], policy.min_relative_shift)
+        crossed = [i for i, n in enumerate(ns) if path[n - 1] >= math.log(1.0 / policy.alpha)]
+        chosen = range(crossed[0] if crossed else looks - 1, looks)
+    for i in chosen:
         sample = MetricSamples(
-            ORDER_METRIC, canary_values=tuple(canary[:n]), baseline_values=tuple(baseline[:n])
+            ORDER_METRIC, canary_values=tuple(canary[: ns[i]]), baseline_values=tuple(baseline[: ns[i]])
         )
         state = advance(judge([sample], policy), window_over=i == looks - 1)
         if state.status != "running":
@@ -126,7 +141,7 @@ def kayenta_outcomes(policy: VerdictPolicy, values: int) -> tuple[str, str]:
 
 
 def simulate_order_verdicts(
-    reps: int = 250, power_reps: int = 200, looks: int = LOOKS, seed: int = SEED + 1
+    reps: int = 500, power_reps: int = 400, looks: int = LOOKS, seed: int = SEED + 1
 ) -> dict[str, Any]:
     """False-FAIL rates under ``looks`` looks (every null case), power at ``detect_dominance``, Kayenta."""
     started = time.perf_counter()

@@ -241,7 +241,7 @@ def test_identical_continuous_sides_looked_at_60_times_fail_at_most_alpha_of_the
     judge/advance (bench/_verdicts_sim.py); lognormal, heavy ties, discrete values, heavy tails."""
     policy = VerdictPolicy(muted_metrics=(), min_relative_shift=0.0)
     rng, draw, n = np.random.default_rng(sorted(ORDER_NULLS).index(case) + 31), ORDER_NULLS[case], 187
-    reps = 60  # each deploy is 60 judge calls; tests/stats/ checks Ville's bound with 300 a case
+    reps = 200
     outcomes = [order_outcome(draw(rng, n), draw(rng, n), 60, policy) for _ in range(reps)]
     false_fail = sum(o == "fail" for o in outcomes) / reps
     assert false_fail <= policy.alpha + 3 * se(policy.alpha, reps), (
@@ -249,12 +249,24 @@ def test_identical_continuous_sides_looked_at_60_times_fail_at_most_alpha_of_the
     )
 
 
+def test_the_simulated_deploy_ends_as_it_would_with_judge_at_every_look() -> None:
+    """The bench's shortcut (judge only from the first look over the threshold) changes no outcome."""
+    policy = VerdictPolicy(muted_metrics=(), min_relative_shift=0.0)
+    rng, outcomes = np.random.default_rng(51), set()
+    for shift in (0.0, 0.0, 0.3, 0.3, 0.6):
+        canary, baseline = rng.lognormal(shift, 0.5, 120), rng.lognormal(0.0, 0.5, 120)
+        fast = order_outcome(canary, baseline, 30, policy)
+        assert fast == order_outcome(canary, baseline, 30, policy, every_look=True)
+        outcomes.add(fast)
+    assert "fail" in outcomes and len(outcomes) > 1
+
+
 @pytest.mark.slow
 def test_a_canary_of_the_stated_dominance_fails_with_the_stated_power() -> None:
     policy = VerdictPolicy(muted_metrics=(), min_relative_shift=0.0)
     n = order_window(policy)
     mu = 0.5 * math.sqrt(2.0) * float(stats.norm.ppf(0.5 * (1.0 + policy.detect_dominance)))
-    rng, reps = np.random.default_rng(41), 100
+    rng, reps = np.random.default_rng(41), 200
     outcomes = [
         order_outcome(rng.lognormal(mu, 0.5, n), rng.lognormal(0.0, 0.5, n), 60, policy) for _ in range(reps)
     ]
