@@ -27,7 +27,7 @@ from canary.detection.decisions import (
     tests_per_cell,
 )
 from canary.detection.episodes import Finding, store_episodes
-from canary.detection.equivalence import CellRuns, SampledMemo, equivalence_candidates
+from canary.detection.equivalence import CellRuns, SampledMemo, equivalence_candidates, sampled_to_read
 from canary.detection.evidence import to_finding
 from canary.detection.queries import AVAILABILITY
 from canary.detection.screen import may_alarm
@@ -211,6 +211,8 @@ async def detect(
         timer.done("streams")
         since = now - timedelta(seconds=spec.peer_window_s)
         equivalence = await equivalence_reads.cell_runs(conn, since, now, sampled=True)
+        to_read = sampled_to_read(equivalence, names, _SAMPLED_MEMO)
+        await equivalence_reads.read_sampled(conn, equivalence, since, now, to_read)
         tests = _tests(streams, equivalence)
         timer.done("equivalence")
         # In a thread: the statistics are the round's CPU time, and the service's loop keeps probing.

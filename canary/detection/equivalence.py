@@ -43,7 +43,7 @@ from canary.config.sections import DetectionSpec
 from canary.detection.decisions import YEAR_S, Candidate, Counts
 from canary.stats.audit import compare_forced, compare_greedy
 from canary.stats.equivalence import Comparison, Verdict
-from canary.stats.mmd_betting import Encoded, betting_test, encode_together
+from canary.stats.mmd_betting import Encoded, betting_test, choose, encode_together
 
 FORCED, GREEDY, SAMPLED = "equivalence.forced", "equivalence.greedy", "equivalence.sampled"
 METRICS = (FORCED, GREEDY, SAMPLED)
@@ -56,12 +56,17 @@ class CellRuns:
 
     forced: dict[tuple[str, int], list[float]] = field(default_factory=dict)
     greedy: dict[str, list[str]] = field(default_factory=dict)
-    sampled: dict[str, list[str]] = field(default_factory=dict)
+    sampled: dict[str, list[str]] = field(default_factory=dict)  # read only where a test needs them
+    sampled_counts: dict[str, int] = field(default_factory=dict)  # per probe version, always read
     sampled_latest: int = 0  # the id of the latest sampled run: the sampled evidence is new when it is
     sampled_passes: int = 0  # sampled passes in the window: how often the sampled test looks
 
+    def __post_init__(self) -> None:
+        if self.sampled and not self.sampled_counts:
+            self.sampled_counts = {k: len(v) for k, v in self.sampled.items()}
+
     def metrics(self) -> list[str]:
-        evidence = ((FORCED, self.forced), (GREEDY, self.greedy), (SAMPLED, self.sampled))
+        evidence = ((FORCED, self.forced), (GREEDY, self.greedy), (SAMPLED, self.sampled_counts))
         return [m for m, has in evidence if has]
 
 
@@ -107,6 +112,38 @@ def judged(c: Comparison, level: float) -> Comparison:
     return dataclasses.replace(c, verdict=verdict)
 
 
+def _due(evidence: Mapping[int, CellRuns], cells: Sequence[int], memo: SampledMemo) -> set[int]:
+    """The cells with sampled runs their last comparison has not seen."""
+    runs = {t: evidence[t] for t in cells}
+    return {t for t, r in runs.items() if r.sampled_counts and memo.get(t, (0,))[0] != r.sampled_latest}
+
+
+def _by_model(evidence: Mapping[int, CellRuns], names: Mapping[int, tuple[str, str]]) -> list[list[int]]:
+    by_model: dict[str, list[int]] = defaultdict(list)
+    for tid in sorted(evidence):
+        if tid in names:
+            by_model[names[tid][1]].append(tid)
+    return list(by_model.values())
+
+
+def sampled_to_read(
+    evidence: Mapping[int, CellRuns], names: Mapping[int, tuple[str, str]], memo: SampledMemo
+) -> set[int]:
+    """Whose sampled texts this round needs: each cell due a test and the peers it will be set
+    against (chosen from the counts alone, as :func:`~canary.stats.mmd_betting.choose` does), so
+    a round without new sampled runs reads no text at all."""
+    out: set[int] = set()
+    for cells in _by_model(evidence, names):
+        for tid in _due(evidence, cells, memo):
+            out.add(tid)
+            peers = sorted((p for p in cells if p != tid), key=lambda p: names[p][0])
+            for prompt, count in evidence[tid].sampled_counts.items():
+                having = [p for p in peers if prompt in evidence[p].sampled_counts]
+                _, chosen = choose(count, [evidence[p].sampled_counts[prompt] for p in having])
+                out.update(having[j] for j in chosen)
+    return out
+
+
 def _encoded(evidence: Mapping[int, CellRuns], cells: Sequence[int]) -> dict[str, dict[int, Encoded]]:
     """Each sampled prompt's texts of one model's cells, encoded once (prompt -> target id -> ids)."""
     out: dict[str, dict[int, Encoded]] = {}
@@ -144,13 +181,9 @@ def equivalence_candidates(
     latest sampled run it has already seen keeps its comparison, re-read at this round's level.
     """
     memo = {} if memo is None else memo
-    by_model: dict[str, list[int]] = defaultdict(list)
-    for tid in sorted(evidence):
-        if tid in names:
-            by_model[names[tid][1]].append(tid)
     out: list[Candidate] = []
-    for cells in by_model.values():
-        due = {t for t in cells if evidence[t].sampled and memo.get(t, (0,))[0] != evidence[t].sampled_latest}
+    for cells in _by_model(evidence, names):
+        due = _due(evidence, cells, memo)
         encoded = _encoded(evidence, cells) if due else {}
         for tid in cells:
             peers = sorted((p for p in cells if p != tid), key=lambda p: names[p][0])
@@ -163,14 +196,16 @@ def equivalence_candidates(
             if mine.greedy:
                 answers = [evidence[p].greedy for p in peers]
                 results.append((GREEDY, compare_greedy(mine.greedy, answers, level), level))
-            if mine.sampled:
+            if mine.sampled_counts:
                 at = sampled_level(spec, tests.get(tid, 1), mine.sampled_passes)
-                if tid in due:
+                if tid in due and mine.sampled:
                     samples = [
                         (encoded[k][tid], [encoded[k][p] for p in peers if p in encoded[k]])
                         for k in sorted(mine.sampled)
                     ]
                     memo[tid] = (mine.sampled_latest, sampled_comparison(samples, at))
+                if tid not in memo:  # no texts were read for it (a caller that skipped them)
+                    continue
                 results.append((SAMPLED, judged(memo[tid][1], at), at))
             out.extend(
                 _candidate(tid, names[tid][0], metric, c, peer_names, at)

@@ -3,16 +3,17 @@
 The probe versions of the ``equivalence.forced``, ``equivalence.greedy`` and
 ``equivalence.sampled`` sets are read once (their specs say which characters of an echo are the
 scored continuation), then the window's successful runs of those versions: forced runs' token
-log-probabilities (decoded from the compressed column), greedy and sampled runs' texts, in time
-order (the sampled test's pairs follow it). The sampled texts are read only when ``sampled``,
-with each cell's latest sampled run and its number of sampled passes in the window (how often
-the sampled test looks, see :mod:`canary.detection.equivalence`).
+log-probabilities (decoded from the compressed column), greedy runs' texts. Of the sampled runs
+(when ``sampled``) only counts: per cell and probe version, with each cell's latest sampled run
+and its sampled passes in the window (how often the sampled test looks, see
+:mod:`canary.detection.equivalence`); :func:`read_sampled` then reads, in time order, the texts
+of just the cells a round tests and their chosen peers.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -25,6 +26,14 @@ from canary.storage import logprobs
 from canary.storage.tables import ProbeRow, RunRow, TargetRow
 
 
+def _window(since: datetime, until: datetime, pks: Sequence[int]) -> tuple[sa.ColumnElement[bool], ...]:
+    """The successful runs of probe versions ``pks`` started in ``(since, until]``."""
+    return (
+        RunRow.probe_pk.in_(list(pks)), RunRow.status == "ok", RunRow.started_at > since,
+        RunRow.started_at <= until,
+    )  # fmt: skip
+
+
 async def cell_runs(
     conn: AsyncConnection,
     since: datetime,
@@ -33,8 +42,9 @@ async def cell_runs(
     *,
     sampled: bool = False,
 ) -> dict[int, CellRuns]:
-    """Each cell's forced, greedy (and, when ``sampled``, sampled) evidence from runs started in
-    ``(since, until]`` (target id -> runs); only the named ``cells`` when given (a deploy's sides)."""
+    """Each cell's forced and greedy evidence from runs started in ``(since, until]`` (target id ->
+    runs), and when ``sampled`` its sampled runs' counts (their texts: :func:`read_sampled`);
+    only the named ``cells`` when given (a deploy's sides)."""
     sets = [SETS["forced"], SETS["greedy"], *([SETS["sampled"]] if sampled else [])]
     rows = await conn.execute(
         sa.select(ProbeRow.id, ProbeRow.probe_id, ProbeRow.probe_set, ProbeRow.spec).where(
@@ -44,11 +54,10 @@ async def cell_runs(
     versions = {pk: (probe_id, probe_set, spec) for pk, probe_id, probe_set, spec in rows.all()}
     if not versions:
         return {}
+    scored_sets = (SETS["forced"], SETS["greedy"])
     query = (
         sa.select(RunRow.target_id, RunRow.probe_pk, RunRow.output_text, RunRow.token_logprobs)
-        .add_columns(RunRow.id, RunRow.pass_id)
-        .where(RunRow.probe_pk.in_(list(versions)), RunRow.status == "ok")
-        .where(RunRow.started_at > since, RunRow.started_at <= until)
+        .where(*_window(since, until, [pk for pk, v in versions.items() if v[1] in scored_sets]))
         .order_by(RunRow.started_at, RunRow.id)
     )
     if cells is not None:
@@ -57,17 +66,11 @@ async def cell_runs(
     runs = await conn.execute(query)
     forced: dict[tuple[int, int], list[list[float]]] = defaultdict(list)
     out: dict[int, CellRuns] = defaultdict(CellRuns)
-    sampled_passes: dict[int, set[object]] = defaultdict(set)
-    for target_id, probe_pk, text, packed, run_id, pass_id in runs.all():
+    for target_id, probe_pk, text, packed in runs.all():
         probe_id, probe_set, spec = versions[probe_pk]
-        if probe_set != SETS["forced"]:
-            cell = out[target_id]
-            texts = cell.greedy if probe_set == SETS["greedy"] else cell.sampled
+        if probe_set == SETS["greedy"]:
             if text is not None:
-                texts.setdefault(f"{probe_id}#{probe_pk}", []).append(text)
-            if probe_set == SETS["sampled"]:
-                sampled_passes[target_id].add(pass_id)
-                cell.sampled_latest = max(cell.sampled_latest, run_id)
+                out[target_id].greedy.setdefault(f"{probe_id}#{probe_pk}", []).append(text)
             continue
         tokens = logprobs.decode(packed)
         start, end = len(spec["prompt"]), len(spec.get("completion_prompt") or spec["prompt"])
@@ -76,6 +79,42 @@ async def cell_runs(
             forced[(target_id, probe_pk)].append(scored)
     for (target_id, probe_pk), passes in forced.items():
         out[target_id].forced[(versions[probe_pk][0], probe_pk)] = mean_logprobs(passes)
-    for target_id, seen in sampled_passes.items():
-        out[target_id].sampled_passes = len(seen)
+    sampled_pks = [pk for pk, v in versions.items() if v[1] == SETS["sampled"]]
+    if sampled_pks and cells is None:
+        counts = (
+            sa.select(RunRow.target_id, RunRow.probe_pk, sa.func.count(), sa.func.max(RunRow.id),
+                      sa.func.count(sa.distinct(RunRow.pass_id)))
+            .where(*_window(since, until, sampled_pks), RunRow.output_text.is_not(None))
+            .group_by(RunRow.target_id, RunRow.probe_pk)
+        )  # fmt: skip
+        for target_id, probe_pk, n, latest, seen in (await conn.execute(counts)).all():
+            cell = out[target_id]
+            cell.sampled_counts[f"{versions[probe_pk][0]}#{probe_pk}"] = int(n)
+            cell.sampled_latest = max(cell.sampled_latest, int(latest))
+            cell.sampled_passes = max(cell.sampled_passes, int(seen))
     return dict(out)
+
+
+async def read_sampled(
+    conn: AsyncConnection,
+    evidence: Mapping[int, CellRuns],
+    since: datetime,
+    until: datetime,
+    targets: set[int],
+) -> None:
+    """Fill the sampled texts of ``targets`` (in time order) into their ``evidence``."""
+    if not targets:
+        return
+    rows = await conn.execute(
+        sa.select(ProbeRow.id, ProbeRow.probe_id).where(ProbeRow.probe_set == SETS["sampled"])
+    )
+    names = {pk: probe_id for pk, probe_id in rows.all()}
+    query = (
+        sa.select(RunRow.target_id, RunRow.probe_pk, RunRow.output_text)
+        .where(*_window(since, until, list(names)), RunRow.output_text.is_not(None))
+        .where(RunRow.target_id.in_(sorted(targets)))
+        .order_by(RunRow.started_at, RunRow.id)
+    )
+    for target_id, probe_pk, text in (await conn.execute(query)).all():
+        if text is not None:
+            evidence[target_id].sampled.setdefault(f"{names[probe_pk]}#{probe_pk}", []).append(text)

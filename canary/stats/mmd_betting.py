@@ -138,20 +138,29 @@ def encode_together(texts: Sequence[Sequence[str]], length: int = TOKENS) -> lis
     ]
 
 
+def choose(
+    cell: int, peers: Sequence[int], max_steps: int = MAX_STEPS, peers_per_step: int = PEERS_PER_STEP
+) -> tuple[int, list[int]]:
+    """From sample counts alone, one prompt's steps and peers: as many latest steps as the cell and
+    its first ``peers_per_step`` peers (in the given order) with enough samples allow, and the
+    indices of those peers (``(0, [])`` when there is nothing to test)."""
+    n = min(cell, max_steps)
+    enough = [j for j, count in enumerate(peers) if count >= n]
+    if not enough and peers:
+        n = min(n, max(peers))
+        enough = [j for j, count in enumerate(peers) if count >= n]
+    chosen = enough[:peers_per_step]
+    return (n, chosen) if n >= 2 and chosen else (0, [])
+
+
 def _chosen(
     cell: Encoded, peers: Sequence[Encoded], max_steps: int, peers_per_step: int
 ) -> tuple[Encoded, Encoded] | None:
-    """The latest steps of one prompt: as many as the cell and its first ``peers_per_step`` peers
-    (in the given order) with enough samples allow, as ``([n, L], [m, n, L])``."""
-    n = min(len(cell), max_steps)
-    enough = [p for p in peers if len(p) >= n]
-    if not enough and peers:
-        n = min(n, max(len(p) for p in peers))
-        enough = [p for p in peers if len(p) >= n]
-    chosen = enough[:peers_per_step]
-    if n < 2 or not chosen:
+    """The chosen latest steps of one prompt (:func:`choose`) as ``([n, L], [m, n, L])``."""
+    n, chosen = choose(len(cell), [len(p) for p in peers], max_steps, peers_per_step)
+    if not chosen:
         return None
-    return cell[len(cell) - n :], np.stack([p[len(p) - n :] for p in chosen])
+    return cell[len(cell) - n :], np.stack([peers[j][len(peers[j]) - n :] for j in chosen])
 
 
 def betting_test(

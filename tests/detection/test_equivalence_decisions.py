@@ -18,6 +18,7 @@ from canary.detection.equivalence import (
     equivalence_level,
     mean_logprobs,
     sampled_level,
+    sampled_to_read,
 )
 
 SPEC = DetectionSpec()
@@ -82,7 +83,9 @@ def test_a_cell_sampling_another_distribution_is_a_sampled_candidate_retested_on
     }
     evidence[2] = CellRuns(sampled=sampled(rng, 0.5), sampled_latest=12, sampled_passes=6)
     memo: SampledMemo = {}
+    assert sampled_to_read(evidence, NAMES, memo) == {0, 1, 2, 3}
     found = equivalence_candidates(evidence, NAMES, SPEC, {}, memo)
+    assert sampled_to_read(evidence, NAMES, memo) == set()  # nothing new: no text is read
     assert [(c.cell, c.metric) for c in found] == [("m/p/pool2", SAMPLED)]
     assert found[0].threshold == -math.log(sampled_level(SPEC, 1, 6)) and sorted(memo) == [0, 1, 2, 3]
     message = format_message(found[0], change_at=None, deploy_ids=[], sample=None)
