@@ -119,6 +119,8 @@ class ScheduleSpec(BaseModel):
     pass_timeout_s: float | None = Field(default=None, gt=0)  # default: the job's interval
     burst_interval_s: float = Field(default=30.0, gt=0)
     start_spread_s: float = Field(default=30.0, ge=0)  # first runs spread over this long
+    # Passes stop being admitted while the event loop wakes this much late (canary.probing.admission).
+    max_loop_lag_s: float = Field(default=0.1, gt=0)
     probe_set_intervals: dict[str, float] = {}  # probe set -> interval_s overriding the cell's
     # The equivalence probes (probes/equivalence/), each cell's tests every this long; unset: never.
     equivalence_interval_s: float | None = Field(default=None, gt=0)

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from canary.config.loader import Target
 from canary.config.sections import ScheduleSpec
 from canary.probing import equivalence_runs
+from canary.probing.admission import LoopLagMonitor, PassAdmission
 from canary.probing.catalog import Catalog, Probe
 from canary.probing.cells import CellPool
 from canary.probing.registration import register
@@ -40,6 +41,11 @@ from canary.service.metrics import ServiceMetrics
 from canary.storage.backlog import ResultBacklog
 
 log = logging.getLogger(__name__)
+# APScheduler logs a warning for every beat it skips or misses; both are counted in /metrics
+# (canary_scheduler_overlaps_total, canary_scheduler_missed_runs_total), and an overloaded replica
+# skipping thousands of beats a minute spent its CPU on those lines.
+for _name in ("apscheduler.scheduler", "apscheduler.executors.default"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
 
 
 @dataclass(frozen=True)
@@ -130,6 +136,9 @@ class ProbeScheduler:
         self.engine, self.cells, self.spec, self.metrics = engine, cells, spec, metrics
         self.backlog = backlog  # where passes store: kept through a database outage
         self.jobs = {job.key: job for job in jobs}  # every job this replica may be given
+        self.by_cell: dict[str, list[JobSpec]] = {}  # the same jobs by cell, so a tick is O(changes)
+        for job in jobs:
+            self.by_cell.setdefault(job.cell, []).append(job)
         self.may_probe = may_probe  # checked before each pass: does this replica still hold the cell?
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self.owned: set[str] = set()  # cells whose jobs are scheduled now
@@ -137,8 +146,12 @@ class ProbeScheduler:
         self.bursts: dict[str, str] = {}  # cell -> deploy id, for cells under a verdict
         self.scheduled: dict[str, datetime] = {}  # APScheduler job id -> scheduled run time
         self.bursts_wanted: dict[str, str] = {}  # the last bursts asked for, owned or not
+        self.burst_jobs: set[str] = set()  # APScheduler ids of the burst jobs scheduled now
         self.in_flight: dict[asyncio.Task[object], str] = {}  # running pass -> its cell
         self.registering: set[asyncio.Task[None]] = set()  # batch registrations under way
+        # Passes wait here while the event loop lags (a regular and a burst job per cell at most).
+        self.admission = PassAdmission(2 * len(self.jobs), spec.max_loop_lag_s, metrics.pass_limit.set)
+        self.lag_monitor: asyncio.Task[None] | None = None
         self.started = False
 
     def start(self, now: datetime | None = None, cells: set[str] | None = None) -> None:
@@ -148,7 +161,11 @@ class ProbeScheduler:
         )
         self.scheduler.start()
         self.started = True
-        self.set_cells({job.cell for job in self.jobs.values()} if cells is None else cells, now)
+        try:
+            self.lag_monitor = asyncio.get_running_loop().create_task(LoopLagMonitor(self._on_loop_lag).run())
+        except RuntimeError:  # no event loop (a test driving the jobs by hand): no limit moves
+            pass
+        self.set_cells(set(self.by_cell) if cells is None else cells, now)
 
     def set_cells(self, cells: set[str], now: datetime | None = None) -> None:
         """Probe exactly ``cells`` (of those with jobs) from now on.
@@ -156,32 +173,35 @@ class ProbeScheduler:
         The first cells given start with a phase spread over ``start_spread_s`` (stable per job),
         so a replica does not probe everything at once; a cell given later (taken over from a
         replica that died) is probed at once. A removed cell's running pass is left to finish.
+
+        Membership calls this twice a tick with (nearly) the same cells, so the work is in the
+        cells that changed: a per-job look at all 10,000 cells blocked the event loop for seconds.
         """
         if not self.started:
             return  # shut down: nothing more to schedule
         now = now or datetime.now(UTC)
-        cells = cells & {job.cell for job in self.jobs.values()}
-        self._register(cells - self.owned)
-        for job in self.jobs.values():
-            if job.cell in self.owned - cells:
+        cells = cells & self.by_cell.keys()
+        added, removed = cells - self.owned, self.owned - cells
+        self._register(added)
+        for cell in removed:
+            for job in self.by_cell[cell]:
                 self.scheduler.remove_job(job.key)
-            elif job.cell in cells - self.owned:
-                spread = min(self.spec.start_spread_s, job.interval_s) if self.spread else 0.0
-                phase = (stable_hash(job.key) % 10_000) / 10_000 * spread
-                self._add(job.key, job.key, job.interval_s, job.jitter_s, now + timedelta(seconds=phase))
-        if cells:
-            self.spread = False
-        self.owned = cells
-        self.metrics.jobs.labels("regular").set(sum(job.cell in cells for job in self.jobs.values()))
-        for job in sorted(self.jobs.values(), key=lambda j: -j.interval_s):  # the shortest is set last
-            if job.cell in cells:
-                self.metrics.cell_interval.labels(job.cell).set(job.interval_s)
-        for cell in self.owned - cells:  # another replica probes it now: its series are not ours
             for gauge in (self.metrics.cell_interval, self.metrics.last_run):
-                try:
+                try:  # another replica probes it now: its series are not ours
                     gauge.remove(cell)
                 except KeyError:
                     pass
+        for cell in added:
+            for job in self.by_cell[cell]:
+                spread = min(self.spec.start_spread_s, job.interval_s) if self.spread else 0.0
+                phase = (stable_hash(job.key) % 10_000) / 10_000 * spread
+                self._add(job.key, job.key, job.interval_s, job.jitter_s, now + timedelta(seconds=phase))
+            self.metrics.cell_interval.labels(cell).set(min(job.interval_s for job in self.by_cell[cell]))
+        if cells:
+            self.spread = False
+        self.owned = cells
+        if added or removed:
+            self.metrics.jobs.labels("regular").set(sum(len(self.by_cell[cell]) for cell in cells))
         self.set_bursts(self.bursts_wanted, now)
 
     def _register(self, cells: set[str]) -> None:
@@ -190,7 +210,7 @@ class ProbeScheduler:
         Their first passes wait for it on the registry's lock; if it fails (the database is
         down), each pass registers what it still lacks itself.
         """
-        jobs = [job for job in self.jobs.values() if job.cell in cells]
+        jobs = [job for cell in cells for job in self.by_cell[cell]]
         if not jobs:
             return
         targets = list({job.cell: job.target for job in jobs}.values())
@@ -237,49 +257,37 @@ class ProbeScheduler:
         """Make exactly the cells in ``bursts`` (cell -> deploy id) burst; owned cells only."""
         now = now or datetime.now(UTC)
         self.bursts_wanted = bursts
-        wanted = {
-            f"burst::{job.key}": job
-            for job in self.jobs.values()
-            if job.cell in bursts and job.cell in self.owned
-        }
-        current = {job.id for job in self.scheduler.get_jobs() if job.id.startswith("burst::")}
-        for job_id in current - wanted.keys():
+        self.bursts = {cell: deploy for cell, deploy in bursts.items() if cell in self.owned}
+        wanted = {f"burst::{job.key}": job for cell in self.bursts for job in self.by_cell[cell]}
+        for job_id in self.burst_jobs - wanted.keys():
             self.scheduler.remove_job(job_id)
-        for job_id in wanted.keys() - current:
+        for job_id in wanted.keys() - self.burst_jobs:
             interval = min(self.spec.burst_interval_s, wanted[job_id].interval_s)
             self._add(job_id, wanted[job_id].key, interval, 0.0, now)
-        self.bursts = {
-            cell: deploy for cell, deploy in bursts.items() if any(j.cell == cell for j in wanted.values())
-        }
+        self.burst_jobs = set(wanted)
         self.metrics.jobs.labels("burst").set(len(wanted))
 
     async def _run(self, job_id: str, key: str) -> None:
-        """One pass of one job, bounded by its time limit; failures are counted, never raised."""
+        """One pass of one job once admitted (:mod:`canary.probing.admission`), bounded by its time
+        limit from then on; failures are counted, never raised."""
         job = self.jobs[key]
         scheduled = self.scheduled.pop(job_id, None)
         if self.may_probe is not None and not self.may_probe(job.cell):
             return  # the claim lapsed (a stall, a takeover): the next membership tick decides
-        if scheduled is not None:
-            self.metrics.lag.observe(max(0.0, (datetime.now(UTC) - scheduled).total_seconds()))
         task = asyncio.current_task()
         assert task is not None
-        self.in_flight[task] = job.cell
-        self.metrics.in_flight.inc()
-        deploy_id = self.bursts.get(job.cell)
+        self.in_flight[task] = job.cell  # waiting or running: shutdown cancels both
         try:
-            with anyio.move_on_after(self.spec.pass_timeout_s or job.interval_s) as scope:
-                summary = await run_pass(
-                    self.engine,
-                    [job.target],
-                    job.probes,
-                    cells=self.cells,
-                    deploy_id=deploy_id,
-                    backlog=self.backlog,
-                )
-                self.metrics.observe_pass(job.probe_set, summary)
-            if scope.cancelled_caught:
-                log.warning("pass on %s (%s) hit its time limit", job.cell, job.probe_set)
-                self.metrics.pass_timeouts.labels(job.cell).inc()
+            async with self.admission.limiter:
+                if self.may_probe is not None and not self.may_probe(job.cell):
+                    return  # lost while it waited
+                if scheduled is not None:  # the lag a pass sees: scheduled time to admission
+                    self.metrics.lag.observe(max(0.0, (datetime.now(UTC) - scheduled).total_seconds()))
+                self.metrics.in_flight.inc()
+                try:
+                    await self._pass(job)
+                finally:
+                    self.metrics.in_flight.dec()
         except asyncio.CancelledError:
             # Shutdown cancelled the pass after its grace time; the runner stored what it had.
             log.info("pass on %s (%s) cancelled at shutdown", job.cell, job.probe_set)
@@ -288,7 +296,25 @@ class ProbeScheduler:
             self.metrics.pass_errors.labels(job.cell).inc()
         finally:
             self.in_flight.pop(task, None)
-            self.metrics.in_flight.dec()
+
+    async def _pass(self, job: JobSpec) -> None:
+        with anyio.move_on_after(self.spec.pass_timeout_s or job.interval_s) as scope:
+            summary = await run_pass(
+                self.engine,
+                [job.target],
+                job.probes,
+                cells=self.cells,
+                deploy_id=self.bursts.get(job.cell),
+                backlog=self.backlog,
+            )
+            self.metrics.observe_pass(job.probe_set, summary)
+        if scope.cancelled_caught:
+            log.warning("pass on %s (%s) hit its time limit", job.cell, job.probe_set)
+            self.metrics.pass_timeouts.labels(job.cell).inc()
+
+    def _on_loop_lag(self, lag_s: float) -> None:
+        self.metrics.loop_lag.observe(lag_s)
+        self.admission.observe(lag_s)
 
     async def shutdown(self, grace_s: float = 10.0) -> None:
         """Stop scheduling; let in-flight passes finish for ``grace_s``, then cancel them.
@@ -301,6 +327,8 @@ class ProbeScheduler:
         self.scheduler.pause()
         for registration in self.registering:
             registration.cancel()
+        if self.lag_monitor is not None:
+            self.lag_monitor.cancel()
         if self.in_flight:
             await asyncio.wait(list(self.in_flight), timeout=grace_s)
         remaining = list(self.in_flight)

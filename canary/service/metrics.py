@@ -87,6 +87,17 @@ class ServiceMetrics:
         )
         self.jobs = Gauge("canary_scheduler_jobs", "Jobs this replica schedules.", ["kind"], registry=r)
         self.in_flight = Gauge("canary_scheduler_in_flight", "Passes running now.", registry=r)
+        self.pass_limit = Gauge(
+            "canary_scheduler_pass_limit",
+            "Passes allowed to run at once, lowered while the event loop lags (schedule.max_loop_lag_s).",
+            registry=r,
+        )
+        self.loop_lag = Histogram(
+            "canary_event_loop_lag_seconds",
+            "How late the event loop wakes a 0.1 s sleep (CPU saturation of this replica).",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
         self.leader = Gauge(
             "canary_singleton_leader", "1 when this replica runs detection and alert dispatch.", registry=r
         )

@@ -98,3 +98,25 @@ async def test_with_the_database_refusing_connections_a_replica_keeps_probing_wh
     finally:
         await a.engine.dispose()
         a.engine = engine
+
+
+async def test_a_tick_that_times_out_is_not_taken_for_a_database_outage(engine: AsyncEngine) -> None:
+    a = member(engine, "a", heartbeat_s=0.5)
+    sched = Scheduler()
+    await a.tick(sched)
+    held = set(sched.cells)
+    stop = anyio.Event()
+    async with engine.connect() as blocker:
+        await blocker.execute(sa.text("LOCK TABLE replicas IN EXCLUSIVE MODE"))  # heartbeats now hang
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(a.run, sched, stop)
+            await anyio.sleep(2 * a.ttl_s)
+            # The database answers (it is this replica that is slow or stalled): the claims lapsed
+            # at their deadline, so it starts nothing until a tick has renewed them.
+            assert a.metrics.membership_errors._value.get() >= 1
+            assert not a.database_down
+            assert not any(a.may_probe(c) for c in held)
+            await blocker.rollback()
+            await anyio.sleep(a.ttl_s)
+            assert all(a.may_probe(c) for c in held)
+            stop.set()

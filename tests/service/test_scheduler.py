@@ -176,3 +176,28 @@ async def test_the_service_stores_the_equivalence_runs_at_their_own_interval(
 
 async def _runs_at_least(engine: AsyncEngine, extra: str, n: int) -> bool:
     return await count_runs(engine, "m/p/a", extra + " AND r.status = 'ok'") >= n
+
+
+async def test_cells_taken_away_lose_their_jobs_and_their_series(
+    engine: AsyncEngine, make_config: MakeConfig
+) -> None:
+    config, catalog = make_config({f"pool{i}": "ok" for i in range(6)}, interval_s=3600)
+    spec = ScheduleSpec(start_spread_s=3000)  # nothing runs: only the jobs and gauges are looked at
+    metrics = ServiceMetrics()
+    async with CellPool() as cells:
+        scheduler = ProbeScheduler(
+            engine, cells, plan_jobs(config.targets, catalog, Shard(), spec), spec, metrics
+        )
+        scheduler.start(cells=set())
+        try:
+            first = {f"m/p/pool{i}" for i in range(4)}
+            scheduler.set_cells(first)
+            scheduler.set_cells(first)  # a tick that changes nothing adds and removes nothing
+            scheduler.set_cells({"m/p/pool3", "m/p/pool4"})
+            jobs = {j.id.split("::")[0] for j in scheduler.scheduler.get_jobs()}
+            assert jobs == {"m/p/pool3", "m/p/pool4"}
+            series = {s.labels["cell"] for s in metrics.cell_interval.collect()[0].samples}
+            assert series == {"m/p/pool3", "m/p/pool4"}
+            assert metrics.registry.get_sample_value("canary_scheduler_jobs", {"kind": "regular"}) == 2
+        finally:
+            await scheduler.shutdown()
