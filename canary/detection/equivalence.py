@@ -59,11 +59,15 @@ class CellRuns:
     sampled: dict[str, list[str]] = field(default_factory=dict)  # read only where a test needs them
     sampled_counts: dict[str, int] = field(default_factory=dict)  # per probe version, always read
     sampled_latest: int = 0  # the id of the latest sampled run: the sampled evidence is new when it is
+    sampled_pass: str = ""  # that run's pass (a random id: no other database's run has the same)
     sampled_passes: int = 0  # sampled passes in the window: how often the sampled test looks
 
     def __post_init__(self) -> None:
         if self.sampled and not self.sampled_counts:
             self.sampled_counts = {k: len(v) for k, v in self.sampled.items()}
+
+    def sampled_key(self) -> tuple[int, str]:
+        return self.sampled_latest, self.sampled_pass
 
     def metrics(self) -> list[str]:
         evidence = ((FORCED, self.forced), (GREEDY, self.greedy), (SAMPLED, self.sampled_counts))
@@ -76,8 +80,8 @@ def equivalence_level(spec: DetectionSpec, tests: int) -> float:
     return min(0.5, spec.false_alarms_per_cell_year / max(tests, 1) / rounds_per_year)
 
 
-SampledMemo = dict[int, tuple[int, Comparison]]
-"""Per target id, the latest sampled run its last sampled comparison saw, and that comparison."""
+SampledMemo = dict[int, tuple[tuple[int, str], Comparison]]
+"""Per target id, the latest sampled run (id, pass) its last sampled comparison saw, and that comparison."""
 
 
 def sampled_level(spec: DetectionSpec, tests: int, passes: int) -> float:
@@ -114,8 +118,8 @@ def judged(c: Comparison, level: float) -> Comparison:
 
 def _due(evidence: Mapping[int, CellRuns], cells: Sequence[int], memo: SampledMemo) -> set[int]:
     """The cells with sampled runs their last comparison has not seen."""
-    runs = {t: evidence[t] for t in cells}
-    return {t for t, r in runs.items() if r.sampled_counts and memo.get(t, (0,))[0] != r.sampled_latest}
+    seen = {t: memo[t][0] for t in cells if t in memo}
+    return {t for t in cells if evidence[t].sampled_counts and seen.get(t) != evidence[t].sampled_key()}
 
 
 def _by_model(evidence: Mapping[int, CellRuns], names: Mapping[int, tuple[str, str]]) -> list[list[int]]:
@@ -203,7 +207,7 @@ def equivalence_candidates(
                         (encoded[k][tid], [encoded[k][p] for p in peers if p in encoded[k]])
                         for k in sorted(mine.sampled)
                     ]
-                    memo[tid] = (mine.sampled_latest, sampled_comparison(samples, at))
+                    memo[tid] = (mine.sampled_key(), sampled_comparison(samples, at))
                 if tid not in memo:  # no texts were read for it (a caller that skipped them)
                     continue
                 results.append((SAMPLED, judged(memo[tid][1], at), at))

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from canary.detection.equivalence import CellRuns, mean_logprobs
@@ -83,14 +84,16 @@ async def cell_runs(
     if sampled_pks and cells is None:
         counts = (
             sa.select(RunRow.target_id, RunRow.probe_pk, sa.func.count(), sa.func.max(RunRow.id),
-                      sa.func.count(sa.distinct(RunRow.pass_id)))
+                      sa.func.count(sa.distinct(RunRow.pass_id)),
+                      sa.func.array_agg(aggregate_order_by(RunRow.pass_id, RunRow.id.desc()))[1])
             .where(*_window(since, until, sampled_pks), RunRow.output_text.is_not(None))
             .group_by(RunRow.target_id, RunRow.probe_pk)
         )  # fmt: skip
-        for target_id, probe_pk, n, latest, seen in (await conn.execute(counts)).all():
+        for target_id, probe_pk, n, latest, seen, pass_id in (await conn.execute(counts)).all():
             cell = out[target_id]
             cell.sampled_counts[f"{versions[probe_pk][0]}#{probe_pk}"] = int(n)
-            cell.sampled_latest = max(cell.sampled_latest, int(latest))
+            if latest > cell.sampled_latest:
+                cell.sampled_latest, cell.sampled_pass = int(latest), str(pass_id)
             cell.sampled_passes = max(cell.sampled_passes, int(seen))
     return dict(out)
 
