@@ -23,7 +23,7 @@ the samples are taken in *steps* — the cell's ``t``-th sample ``x_t`` of a pro
    ``P(sup_t W_t >= 1/alpha) <= alpha`` at every sample size — no asymptotics, no
    permutations. The p-value is ``min(1, 1 / max_t W_t)``.
 
-Cost: one kernel matrix per prompt over at most ``max_steps * (1 + peers_per_step)`` samples
+Cost: one sort per prompt of at most ``max_steps * (1 + peers_per_step)`` samples' tokens
 and a scalar loop over the steps — bounded per cell whatever the window holds. Which samples
 and peers are used depends on counts and order (time, names), never on the texts, which is what
 keeps the guarantee.
