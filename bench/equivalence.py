@@ -12,11 +12,12 @@ reference implementation:
   time; after each request the test looks at everything so far, at ``ALPHA / MAX_LOOKS`` per
   look (Bonferroni over the looks keeps the whole run at ``ALPHA``). Tokens counted: the scored
   continuation tokens (the request generates none).
-- **MMD** (:func:`canary.stats.mmd.mmd_test`, for providers without logprobs), at each fault's
-  higher intensity: each round draws ``MMD_SAMPLES`` completions of every sampled probe from the
-  broken cell and from one peer in turn through the fleet's own JAX sampler (temperature 1); the
-  test looks after the rounds in ``MMD_LOOKS`` at ``ALPHA / len(MMD_LOOKS)``, over ``MMD_SEEDS``
-  seeds (the sampling is the slow part); tokens counted: the broken cell's output tokens.
+- **MMD** (:func:`canary.stats.mmd.mmd_test`, for providers without logprobs; see
+  :mod:`bench._equivalence_mmd`): rounds of 10 completions of every sampled probe from the broken
+  cell and from one peer in turn, decoded from the fleet's own logits at temperature 1; the test
+  looks after rounds 1, 2, 4, 7 and 11 at ``ALPHA / 5``; tokens counted: the broken cell's output
+  tokens. ``MMD power@10``: the share of seeds whose first round (10 samples per prompt a side)
+  rejects at 0.05, Model Equality Testing's setting.
 - **greedy agreement** (:func:`canary.stats.agreement.greedy_comparison`) and the **pass/fail
   scorers** (:func:`canary.scoring.score_completion`, peer CMH test as detection does) on the
   same stream of temperature-0 catalog answers, decoded from the fleet's own logits (at
@@ -26,13 +27,16 @@ reference implementation:
 spent on a daily audit (365 runs x 0.001 < 1). A fault not detected within ``BUDGET_TOKENS`` counts
 as not detected (the median is then reported as None when more than half of the seeds miss).
 False alarms: every healthy cell of the fleet against its peers, every seed, forced test to the
-full budget. Run: ``.venv/bin/python bench/equivalence.py`` (``--seeds N`` to change the count).
+full budget; MMD: the two cells the faults break, healthy, against their peers. The forced
+figures are set against Token-DiFR's and Model Equality Testing's (:mod:`bench._equivalence_report`).
+Run: ``.venv/bin/python bench/equivalence.py`` (``--seeds N``, ``--mmd-seeds N`` to change the counts).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -45,6 +49,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import print_machine  # noqa: E402
+from bench._equivalence_mmd import MET_ALPHA, SampleStream, mmd_detection  # noqa: E402
+from bench._equivalence_report import Figures, print_anchors, share, show  # noqa: E402
 from canary.fleet.config import default_fleet_config  # noqa: E402
 from canary.fleet.forced import echo_logprobs  # noqa: E402
 from canary.fleet.model import AnswerBook, RowFaults, SyntheticModel  # noqa: E402
@@ -56,7 +62,6 @@ from canary.probing.equivalence import ForcedProbe, SampledProbe, load_equivalen
 from canary.scoring import ScoringContext, score_completion  # noqa: E402
 from canary.stats.agreement import greedy_comparison  # noqa: E402
 from canary.stats.equivalence import forced_comparison  # noqa: E402
-from canary.stats.mmd import mmd_test  # noqa: E402
 from canary.stats.rates import cmh_test  # noqa: E402
 
 ALPHA = 0.001
@@ -70,9 +75,7 @@ FAULTS = {  # fault -> (broken pool, intensities)
     "kv_quant": (("cloud-a", "short-context"), (0.25, 1.0)),
     "context_config": (("first-party", "long-context"), (0.5, 1.0)),
 }
-MMD_SEEDS = 5  # sampling through the JAX sampler is the slow part: fewer seeds, higher intensities only
-MMD_SAMPLES = 10  # per prompt and round, as in Model Equality Testing
-MMD_LOOKS = (1, 2, 4, 8)  # rounds after which the test looks
+FAULT_RUNS = [(fault, intensity) for fault, (_, intensities) in FAULTS.items() for intensity in intensities]
 PASSFAIL_SETS = ("prose-en", "arithmetic", "facts", "code-python", "code-javascript", "code-sql", "code-bash")
 
 
@@ -204,71 +207,6 @@ def stream_detection(
     return scorer, greedy
 
 
-def sample_answers(
-    world: World, dtype: str, perturb: Perturbation | None, samples: int, seed: int
-) -> tuple[list[tuple[int, str]], int]:
-    """``samples`` completions of every sampled probe, decoded in one batch by the fleet's JAX sampler.
-
-    Returns (prompt index, text) pairs and the output tokens they took.
-    """
-    from canary.fleet.sampler import fleet_step  # JAX: imported only when MMD is measured
-
-    model, vocab = world.model, world.model.vocab
-    jobs = [(i, p) for i, p in enumerate(world.sampled) for _ in range(samples)]
-    plans = [model.plan(world.book.lookup(p.prompt)) for _, p in jobs]
-    rows = 1 << max(0, (len(jobs) - 1).bit_length())
-    logits = np.zeros((rows, len(vocab)), dtype=np.float32)
-    temperature = np.zeros(rows, dtype=np.float32)
-    temperature[: len(jobs)] = [p.temperature for _, p in jobs]
-    ones, zeros = np.ones(rows, dtype=np.float32), np.zeros(rows, dtype=np.float32)
-    faults = [RowFaults(rng=np.random.default_rng([seed, k]), perturb=perturb) for k in range(len(jobs))]
-    pos, pieces, live = [0] * len(jobs), [[] for _ in jobs], set(range(len(jobs)))
-    for step in range(max(p.max_tokens for p in world.sampled)):
-        for k in live:
-            model.logits(plans[k], pos[k], step, faults[k], logits[k])
-        batch = logits.astype(ml_dtypes.bfloat16).astype(np.float32) if dtype == "bf16" else logits
-        chosen = np.asarray(
-            fleet_step(batch, np.uint32(seed * 1000 + step), temperature, ones, zeros, top_k=0)
-        )
-        for k in list(live):
-            token = int(chosen[k])
-            if token == vocab.eos or len(pieces[k]) >= jobs[k][1].max_tokens:
-                live.discard(k)
-                continue
-            pieces[k].append(vocab.tokens[token])
-            if not model.is_inserted(plans[k], token):
-                pos[k] += 1
-        if not live:
-            break
-    texts = [(i, "".join(pieces[k])) for k, (i, _) in enumerate(jobs)]
-    return texts, sum(len(p) for p in pieces)
-
-
-def mmd_detection(
-    world: World, broken: tuple[str, str], perturb: Perturbation | None, seed: int
-) -> tuple[int | None, int | None]:
-    """(output tokens, rounds) until MMD tells the broken cell's samples from its peers' (pooled)."""
-    rng = np.random.default_rng([seed, 99])
-    peers = [c for c in CELLS if c != broken]
-    mine: list[tuple[int, str]] = []
-    theirs: list[tuple[int, str]] = []
-    tokens = 0
-    alpha = ALPHA / len(MMD_LOOKS)
-    for round_ in range(1, MMD_LOOKS[-1] + 1):
-        texts, spent = sample_answers(world, DTYPE[broken[0]], perturb, MMD_SAMPLES, seed * 100 + round_)
-        mine += texts
-        tokens += spent
-        # The peers' pool grows as fast as the cell's: one peer per round, in turn.
-        peer = peers[(round_ - 1) % len(peers)]
-        theirs += sample_answers(world, DTYPE[peer[0]], None, MMD_SAMPLES, seed * 100 + round_ + 50)[0]
-        if round_ in MMD_LOOKS:
-            if mmd_test(mine, theirs, rng, permutations=int(2 / alpha), alpha=alpha).p_value < alpha:
-                return tokens, round_
-        if tokens >= BUDGET_TOKENS:
-            break
-    return None, None
-
-
 def median_or_none(values: list[int | None]) -> float | None:
     """The median with misses as +infinity: None when more than half missed."""
     ranked = sorted(values, key=lambda v: float("inf") if v is None else v)
@@ -278,76 +216,127 @@ def median_or_none(values: list[int | None]) -> float | None:
     return float(statistics.mean(v for v in middle if v is not None))
 
 
+def sample_stream(world: World, cell: tuple[str, str], seed: int, fault: int = 0) -> SampleStream:
+    """One cell's sampled rounds; ``fault``: 0 healthy, else which (fault, intensity) breaks it."""
+    perturb = None
+    if fault:
+        name, intensity = FAULT_RUNS[fault - 1]
+        perturb = perturbation(name, intensity, cell, seed)
+    return SampleStream(
+        world.model, world.book, world.sampled, DTYPE[cell[0]], perturb, (seed, CELLS.index(cell), fault)
+    )
+
+
+@dataclass
+class FaultRuns:
+    """Every seed's tokens (None: not within the budget) to detect one fault at one intensity."""
+
+    forced: list[int | None] = field(default_factory=list)
+    requests: list[int | None] = field(default_factory=list)
+    scorer: list[int | None] = field(default_factory=list)
+    greedy: list[int | None] = field(default_factory=list)
+    mmd: list[int | None] = field(default_factory=list)
+    met: list[bool] = field(default_factory=list)  # the first MMD round rejected at MET_ALPHA
+
+
+def measure_fault(
+    world: World,
+    fault: int,
+    seeds: int,
+    healthy: dict[int, dict[tuple[str, str], ForcedStream]],
+    sampled: dict[int, dict[tuple[str, str], SampleStream]],
+    healthy_answers: dict[tuple[str, str], list[str]],
+) -> FaultRuns:
+    """Forced, greedy and scorer runs over ``seeds`` seeds, MMD over the seeds in ``sampled``."""
+    name, intensity = FAULT_RUNS[fault - 1]
+    broken = FAULTS[name][0]
+    runs = FaultRuns()
+    peer_answers = {
+        p.id: [healthy_answers[c][i] for c in CELLS if c != broken] for i, p in enumerate(world.probes)
+    }
+    for seed in range(seeds):
+        perturb = perturbation(name, intensity, broken, seed)
+        peers = [healthy[seed][c] for c in CELLS if c != broken]
+        tokens, requests = forced_detection(ForcedStream(world, broken, seed, perturb), peers)
+        scorer, greedy = stream_detection(world, broken, perturb, peer_answers)
+        runs.forced.append(tokens)
+        runs.requests.append(requests)
+        runs.scorer.append(scorer)
+        runs.greedy.append(greedy)
+        if seed in sampled:
+            cell = sample_stream(world, broken, seed, fault)
+            mmd_peers = [sampled[seed][c] for c in CELLS if c != broken]
+            run = mmd_detection(cell, mmd_peers, np.random.default_rng([seed, 99]), BUDGET_TOKENS, ALPHA)
+            runs.mmd.append(run.tokens)
+            runs.met.append(run.met_reject)
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=SEEDS)
-    parser.add_argument("--mmd-seeds", type=int, default=MMD_SEEDS, help="0 skips the MMD column")
+    parser.add_argument("--mmd-seeds", type=int, default=SEEDS, help="0 skips the MMD column")
     args = parser.parse_args()
     print_machine()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     world = build_world()
+    seeds, mmd_seeds = args.seeds, min(args.mmd_seeds, args.seeds)
     healthy_answers = {
         cell: [greedy_answer(world, p, DTYPE[cell[0]], None)[0] for p in world.probes] for cell in CELLS
     }
-    forced_tokens: dict[str, dict[str, float | None]] = {}
-    forced_requests: dict[str, dict[str, float | None]] = {}
-    detected_share: dict[str, dict[str, float]] = {}
-    scorer_tokens: dict[str, dict[str, float | None]] = {}
-    greedy_tokens: dict[str, dict[str, float | None]] = {}
-    mmd_tokens: dict[str, dict[str, float | None]] = {}
+    healthy = {seed: {cell: ForcedStream(world, cell, seed, None) for cell in CELLS} for seed in range(seeds)}
+    sampled = {seed: {cell: sample_stream(world, cell, seed) for cell in CELLS} for seed in range(mmd_seeds)}
     false_alarms = 0
-    healthy_streams = {
-        seed: {cell: ForcedStream(world, cell, seed, None) for cell in CELLS} for seed in range(args.seeds)
-    }
-    for seed in range(args.seeds):  # healthy fleet: every cell against its peers, to the full budget
-        streams = healthy_streams[seed]
+    for seed in range(seeds):  # healthy fleet: every cell against its peers, to the full budget
+        streams = healthy[seed]
         for cell in CELLS:
             tokens, _ = forced_detection(streams[cell], [streams[c] for c in CELLS if c != cell])
             false_alarms += tokens is not None
-    print(f"healthy fleet: {false_alarms} false alarms over {args.seeds} seeds x {len(CELLS)} cells")
+    mmd_false_alarms, met_healthy = 0, 0
+    broken_cells = sorted({broken for broken, _ in FAULTS.values()})
+    for seed in range(mmd_seeds):  # the healthy cells that the faults break, MMD against their peers
+        for cell in broken_cells:
+            peers = [sampled[seed][c] for c in CELLS if c != cell]
+            run = mmd_detection(
+                sampled[seed][cell], peers, np.random.default_rng([seed, 98]), BUDGET_TOKENS, ALPHA
+            )
+            mmd_false_alarms += run.tokens is not None
+            met_healthy += run.met_reject
+    healthy_runs = len(broken_cells) * mmd_seeds
+    print(
+        f"healthy fleet: {false_alarms} false alarms (forced) over {seeds} seeds x {len(CELLS)} cells; "
+        f"MMD {mmd_false_alarms} over {mmd_seeds} seeds x {len(broken_cells)} cells "
+        f"(first round at alpha {MET_ALPHA}: {met_healthy}/{healthy_runs} rejected)"
+    )
     print(
         f"{'fault':<16}{'intensity':>10}{'forced tokens':>15}{'requests':>10}{'detected':>10}"
-        f"{'greedy tokens':>15}{'scorer tokens':>15}{'MMD tokens':>12}"
+        f"{'greedy tokens':>15}{'scorer tokens':>15}{'MMD tokens':>12}{'MMD power@10':>14}"
     )
-    for fault, (broken, intensities) in FAULTS.items():
-        for intensity in intensities:
-            found_tokens, found_requests, found_scorer, found_greedy = [], [], [], []
-            for seed in range(args.seeds):
-                perturb = perturbation(fault, intensity, broken, seed)
-                peers = [healthy_streams[seed][c] for c in CELLS if c != broken]
-                tokens, requests = forced_detection(ForcedStream(world, broken, seed, perturb), peers)
-                found_tokens.append(tokens)
-                found_requests.append(requests)
-                peer_answers = {
-                    p.id: [healthy_answers[c][i] for c in CELLS if c != broken]
-                    for i, p in enumerate(world.probes)
-                }
-                scorer, greedy = stream_detection(world, broken, perturb, peer_answers)
-                found_scorer.append(scorer)
-                found_greedy.append(greedy)
-            found_mmd = [
-                mmd_detection(world, broken, perturbation(fault, intensity, broken, seed), seed)[0]
-                for seed in range(args.mmd_seeds if intensity == max(intensities) else 0)
-            ]
-            key = f"{intensity:g}"
-            mmd_tokens.setdefault(fault, {})[key] = median_or_none(found_mmd) if found_mmd else None
-            forced_tokens.setdefault(fault, {})[key] = median_or_none(found_tokens)
-            forced_requests.setdefault(fault, {})[key] = median_or_none(found_requests)
-            detected_share.setdefault(fault, {})[key] = sum(t is not None for t in found_tokens) / args.seeds
-            scorer_tokens.setdefault(fault, {})[key] = median_or_none(found_scorer)
-            greedy_tokens.setdefault(fault, {})[key] = median_or_none(found_greedy)
-            print(
-                f"{fault:<16}{intensity:>10g}{_show(forced_tokens[fault][key]):>15}"
-                f"{_show(forced_requests[fault][key]):>10}{detected_share[fault][key]:>10.0%}"
-                f"{_show(greedy_tokens[fault][key]):>15}{_show(scorer_tokens[fault][key]):>15}"
-                f"{_show(mmd_tokens[fault][key]):>12}"
-            )
-    high = {fault: forced_tokens[fault][f"{max(i):g}"] for fault, (_, i) in FAULTS.items()}
-    bar = all(v is not None and v <= 10_000 for v in high.values()) and false_alarms == 0
-    seconds = time.perf_counter() - started
+    figures = Figures()
+    for fault, (name, intensity) in enumerate(FAULT_RUNS, start=1):
+        runs = measure_fault(world, fault, seeds, healthy, sampled, healthy_answers)
+        key = f"{intensity:g}"
+        for table, values in (
+            (figures.forced, runs.forced), (figures.requests, runs.requests), (figures.scorer, runs.scorer),
+            (figures.greedy, runs.greedy), (figures.mmd, runs.mmd),
+        ):  # fmt: skip
+            table.setdefault(name, {})[key] = median_or_none(values) if values else None
+        figures.detected.setdefault(name, {})[key] = sum(t is not None for t in runs.forced) / seeds
+        figures.met_power.setdefault(name, {})[key] = sum(runs.met) / len(runs.met) if runs.met else None
+        print(
+            f"{name:<16}{intensity:>10g}{show(figures.forced[name][key]):>15}"
+            f"{show(figures.requests[name][key]):>10}{figures.detected[name][key] or 0:>10.0%}"
+            f"{show(figures.greedy[name][key]):>15}{show(figures.scorer[name][key]):>15}"
+            f"{show(figures.mmd[name][key]):>12}{share(figures.met_power[name][key]):>14}"
+        )
+    anchors = print_anchors(figures, len(world.sampled))
+    high = {fault: figures.forced[fault][f"{max(i):g}"] for fault, (_, i) in FAULTS.items()}
+    bar = all(v is not None and v <= BUDGET_TOKENS for v in high.values()) and false_alarms == 0
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    load = os.getloadavg()[0]
     print(
-        f"budget {BUDGET_TOKENS:,} tokens, alpha {ALPHA} per run ({MAX_LOOKS} looks), "
-        f"{args.seeds} seeds, {seconds:.0f} s"
+        f"budget {BUDGET_TOKENS:,} tokens, alpha {ALPHA} per run ({MAX_LOOKS} looks), {seeds} seeds "
+        f"(MMD {mmd_seeds}), {seconds:.0f} s wall, {cpu:.0f} s CPU, load {load:.2f}"
     )
     print(
         "bar (every fault within 10,000 tokens at its higher intensity, 0 false alarms): "
@@ -356,26 +345,27 @@ def main() -> None:
     print(
         json.dumps(
             {
-                "tokens_to_detect": forced_tokens,
-                "requests_to_detect": forced_requests,
-                "detected_share": detected_share,
-                "greedy_tokens_to_detect": greedy_tokens,
-                "mmd_tokens_to_detect": mmd_tokens,
-                "mmd_seeds": args.mmd_seeds,
-                "scorer_tokens_to_detect": scorer_tokens,
+                "tokens_to_detect": figures.forced,
+                "requests_to_detect": figures.requests,
+                "detected_share": figures.detected,
+                "greedy_tokens_to_detect": figures.greedy,
+                "mmd_tokens_to_detect": figures.mmd,
+                "mmd_power_at_10_samples": figures.met_power,
+                "mmd_seeds": mmd_seeds,
+                "scorer_tokens_to_detect": figures.scorer,
+                "anchors": anchors,
                 "false_alarms": false_alarms,
-                "seeds": args.seeds,
+                "mmd_false_alarms": mmd_false_alarms,
+                "seeds": seeds,
                 "budget_tokens": BUDGET_TOKENS,
                 "alpha": ALPHA,
                 "bar_met": bar,
                 "seconds": round(seconds, 1),
+                "cpu_seconds": round(cpu, 1),
+                "load": round(load, 2),
             }
         )
     )
-
-
-def _show(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ Speed, with the level unchanged:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,8 +52,13 @@ EXCEEDANCES = 10
 
 
 def tokens(text: str) -> list[str]:
-    found: list[str] = _TOKEN.findall(text)
-    return found
+    return list(_tokens(text))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _tokens(text: str) -> tuple[str, ...]:
+    """Cached: a sequential audit encodes the same samples again at every look."""
+    return tuple(_TOKEN.findall(text))
 
 
 def encode(texts: Sequence[str], length: int = TOKENS) -> npt.NDArray[np.int64]:
@@ -60,7 +66,7 @@ def encode(texts: Sequence[str], length: int = TOKENS) -> npt.NDArray[np.int64]:
     ids: dict[str, int] = {}
     out = np.full((len(texts), length), -1, dtype=np.int64)
     for row, text in enumerate(texts):
-        for col, token in enumerate(tokens(text)[:length]):
+        for col, token in enumerate(_tokens(text)[:length]):
             out[row, col] = ids.setdefault(token, len(ids))
     return out
 

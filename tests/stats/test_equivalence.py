@@ -119,3 +119,21 @@ def test_greedy_comparison_is_cmh_over_prompts_against_the_peers_own_divergence(
     assert result.verdict == "different" and positions == [1] * 12
     healthy, _ = greedy_comparison({p: [r] * 20 for p, r in reference.items()}, peers, alpha=0.01)
     assert healthy.verdict != "different" and healthy.effect < 0
+
+
+def test_deviations_growing_along_long_continuations_keep_the_level() -> None:
+    """A kv_quant-like deviation, its scale growing with position over 300-token continuations,
+    exactly at the tolerance on average: the false-different rate stays at alpha (tokens independent,
+    not identically distributed)."""
+    rng = np.random.default_rng(6)
+    alpha, sims = 0.05, 2000
+    scale = 0.01 * np.sqrt(np.tile(np.arange(1, 301), 2) / 300)  # two long probes
+    floor = float(np.mean(scale)) * math.sqrt(2.0 / math.pi)  # E|d| averaged over the tokens
+    peers = np.zeros((1, scale.size))
+    rejected = sum(
+        forced_comparison(scale * rng.standard_normal(scale.size), peers, alpha=alpha, floor=floor).verdict
+        == "different"
+        for _ in range(sims)
+    )
+    rate, mc_error = rejected / sims, math.sqrt(alpha * (1 - alpha) / sims)
+    assert abs(rate - alpha) < 4 * mc_error, f"false-different rate {rate:.4f} ± {mc_error:.4f}"
