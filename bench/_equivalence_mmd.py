@@ -69,16 +69,18 @@ class SampleStream:
         pieces: list[list[str]] = [[] for _ in jobs]
         pos, live = [0] * len(jobs), set(range(len(jobs)))
         for step in range(max(p.max_tokens for p in self.probes)):
-            for k in live:
+            rows = sorted(live)  # finished completions are no longer decoded
+            for k in rows:
                 model.logits(plans[k], pos[k], step, faults[k], logits[k])
-            rows = logits.astype(ml_dtypes.bfloat16).astype(np.float32) if self.dtype == "bf16" else logits
-            scaled = rows / temperature
+            live_logits = logits[rows]
+            if self.dtype == "bf16":
+                live_logits = live_logits.astype(ml_dtypes.bfloat16).astype(np.float32)
+            scaled = live_logits / temperature[rows]
             weights = np.exp(scaled - scaled.max(axis=1, keepdims=True))
             cumulative = np.cumsum(weights, axis=1)
-            drawn = rng.random(len(jobs), dtype=np.float32) * cumulative[:, -1]
+            drawn = rng.random(len(rows), dtype=np.float32) * cumulative[:, -1]
             chosen = np.minimum((cumulative < drawn[:, None]).sum(axis=1), len(vocab) - 1)
-            for k in list(live):
-                token = int(chosen[k])
+            for k, token in zip(rows, chosen.tolist(), strict=True):
                 if token == vocab.eos or len(pieces[k]) >= jobs[k][1].max_tokens:
                     live.discard(k)
                     continue
@@ -115,9 +117,11 @@ def mmd_detection(
         tokens += spent
         theirs += peers[k % len(peers)].round(k)[0]
         if k == 0:
-            met = mmd_test(mine, theirs, rng, permutations=999, alpha=MET_ALPHA)
+            met = mmd_test(mine, theirs, rng, permutations=999, alpha=MET_ALPHA, exceedances=1)
             met_reject = met.p_value <= MET_ALPHA
         if k + 1 in LOOKS:
-            if mmd_test(mine, theirs, rng, permutations=permutations, alpha=level).p_value < level:
+            # exceedances=1: the same decision as the default (see mmd_test), sooner.
+            result = mmd_test(mine, theirs, rng, permutations=permutations, alpha=level, exceedances=1)
+            if result.p_value < level:
                 return MMDRun(tokens, k + 1, met_reject)
     return MMDRun(None, None, met_reject)

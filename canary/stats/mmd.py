@@ -190,6 +190,7 @@ def mmd_test(
     alpha: float = 0.001,
     length: int = TOKENS,
     sequential: bool = True,
+    exceedances: int = EXCEEDANCES,
 ) -> MMDResult:
     """MMD two-sample test of (prompt index, completion) samples ``a`` against ``b``.
 
@@ -197,9 +198,10 @@ def mmd_test(
     2. The observed MMD^2 with the true labels.
     3. Up to ``permutations`` times, shuffle the labels within each prompt and recompute (in
        blocks of matrix products); with ``sequential``, stop once
-       ``h = max(EXCEEDANCES, ceil(alpha * (1 + permutations)))`` permuted statistics reached
+       ``h = max(exceedances, ceil(alpha * (1 + permutations)))`` permuted statistics reached
        the observed one (Besag–Clifford: p = h / l at the ``l``-th draw), which leaves the
-       decision at ``alpha`` as the full test's.
+       decision at ``alpha`` as the full test's (a smaller ``exceedances`` stops sooner, with a
+       coarser p-value above ``alpha``).
     4. Otherwise the p-value counts the permuted statistics at least as large, plus one: it can
        go no lower than ``1 / (1 + permutations)``, so test at ``alpha`` with at least ``1 / alpha``.
     """
@@ -209,7 +211,7 @@ def mmd_test(
     is_a[: len(a)] = True
     strata = _Strata(encode([t for _, t in samples], length), prompts, is_a)
     observed = float(strata.statistic(None, 1)[0])
-    stop = max(EXCEEDANCES, math.ceil(alpha * (1 + permutations))) if sequential else permutations + 1
+    stop = max(exceedances, math.ceil(alpha * (1 + permutations))) if sequential else permutations + 1
     drawn: list[npt.NDArray[np.float64]] = []
     reached = 0
     p_value = math.nan
