@@ -51,7 +51,6 @@ class DetectionSpec(BaseModel):
     min_baseline_observations: int = Field(default=20, ge=1)
     min_effect: float = Field(default=0.005, ge=0, le=1)  # smallest peer gap worth a finding
     baseline_floor: float = Field(default=0.001, gt=0, lt=0.5)  # a clean history is not a zero rate
-    baseline_confidence: float = Field(default=0.9, gt=0, lt=1)  # q0 = upper bound of this CI
     # An incident is over once the runs since its last alarm favour health this many times over.
     resolve_likelihood_ratio: float = Field(default=20.0, gt=1)
     no_data_intervals: float = Field(default=3.0, gt=0)  # a cell silent this many intervals
@@ -62,6 +61,17 @@ class DetectionSpec(BaseModel):
     # Metrics that never fail on a healthy cell (a run served by the wrong pool): one failure in
     # the window is a finding, with no baseline, sample-size or effect requirement.
     invariant_metrics: list[str] = Field(default_factory=lambda: ["routing"])
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_keys(cls, data: Any) -> Any:
+        # q0 was an upper confidence bound of this level; it is now the predictive rate, which
+        # needs no level (canary.detection.nulls).
+        return reject_removed(
+            data,
+            "baseline_confidence",
+            "a stratum's healthy rate is now its predictive rate (f + 1/2) / (n + 1), with no level to set",
+        )
 
     @model_validator(mode="after")
     def _windows_fit(self) -> DetectionSpec:

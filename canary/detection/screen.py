@@ -20,23 +20,27 @@ import numpy.typing as npt
 
 from canary.config.sections import DetectionSpec
 from canary.detection.decisions import Counts
-from canary.detection.sequential import MAX_NULL_RATE, Stream
+from canary.detection.nulls import MAX_NULL_RATE, clip_rates, predictive_rate, window_cuts
+from canary.detection.sequential import Stream
 from canary.stats.edetector import DEFAULT_DELTAS, MAX_Q0
-from canary.stats.rates import rate_upper_bounds
 
 MARGIN = 1e-6  # nats: rounding between the batched and the per-stream statistic is ~1e-12
 CELLS_PER_BATCH = 2_000_000  # streams x observations in one padded array (x deltas, 8 bytes each)
 
 
-def _prior_counts(
+def _null_rate_bounds(
     streams: Sequence[Stream], spec: DetectionSpec
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.int64]]:
-    """Every observation's stratum history before it (failing, observations), concatenated.
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
+    """Every observation's ``q0`` lower bound and usability, concatenated, and the streams' sizes.
 
-    The same counts as :func:`~canary.detection.sequential.null_rates`: per (stream, stratum),
-    the baseline plus the observations at least ``window_s`` older. A stream is ordered by time,
-    so those are its stratum's observations among the first ``j`` of the stream, ``j`` from one
-    search of the stream's times; counting them is one search of (stratum, position) keys.
+    Usability is :func:`~canary.detection.nulls.null_rates_of`'s exactly: per (stream,
+    stratum), the baseline plus the observations at least ``window_s`` older. A stream is ordered
+    by time, so those are its stratum's observations among the first ``j`` of the stream, ``j``
+    from one search of the stream's times; counting them is one search of (stratum, position)
+    keys. ``q0`` freezes at an excursion's start, which only the per-stream CUSUM knows, so the
+    bound is the lowest predictive rate over every history the freeze could leave: each prefix
+    of the stratum's observations from ``min_baseline_observations`` up to the window's cut (a
+    running minimum per stratum). A lower ``q0`` only raises the likelihood ratio of a failure.
     """
     sizes = np.array([s.at.size for s in streams], dtype=np.int64)
     total = int(sizes.sum())
@@ -45,9 +49,7 @@ def _prior_counts(
     failed = np.concatenate([s.failed for s in streams])
     owner = np.repeat(np.arange(len(streams)), sizes)
     # Positions below the cut-off, per stream: exact float comparisons, ties counted as older.
-    cut = np.concatenate(
-        [np.searchsorted(s.at, s.at - spec.window_s, side="right") for s in streams]
-    ) + np.repeat(offsets, sizes)
+    cut = np.concatenate([window_cuts(s.at, spec.window_s) for s in streams]) + np.repeat(offsets, sizes)
     strata, rank = np.unique(stratum, return_inverse=True)
     groups, group = np.unique(owner * strata.size + rank.ravel(), return_inverse=True)
     group = group.ravel()
@@ -57,13 +59,31 @@ def _prior_counts(
     fail_cum = np.r_[0, np.cumsum(failed[order])]
     group_start = np.searchsorted(sorted_keys, np.arange(groups.size) * (total + 1))
     below = np.searchsorted(sorted_keys, group * (total + 1) + cut)
-    seen_n = (below - group_start[group]).astype(np.float64)
-    seen_f = (fail_cum[below] - fail_cum[group_start[group]]).astype(np.float64)
+    seen = below - group_start[group]
     owners, probes = groups // strata.size, strata[groups % strata.size]
     base = [streams[int(o)].baseline.get(int(p), Counts()) for o, p in zip(owners, probes, strict=True)]
     base_f = np.array([c.failures for c in base], dtype=np.float64)
     base_n = np.array([c.n for c in base], dtype=np.float64)
-    return base_f[group] + seen_f, base_n[group] + seen_n, sizes
+    prior_n = base_n[group] + seen
+    loose = predictive_rate(base_f[group] + fail_cum[below] - fail_cum[group_start[group]], prior_n)
+    usable = (prior_n >= spec.min_baseline_observations) & (loose < MAX_NULL_RATE)
+    # The predictive rate after each prefix of k + 1 >= the floor of a group's observations, and
+    # its running minimum per group (offsets keep groups apart: rates are at most 1).
+    g_sorted = group[order]
+    k = np.arange(total) - group_start[g_sorted] + 1
+    floor = np.maximum(spec.min_baseline_observations - base_n, 0.0)
+    after = predictive_rate(
+        base_f[g_sorted] + fail_cum[1:] - fail_cum[group_start[g_sorted]], base_n[g_sorted] + k
+    )
+    after = np.where(k >= floor[g_sorted], after, 2.0)
+    lift = 3.0 * (groups.size - 1 - g_sorted)
+    running = np.minimum.accumulate(after + lift) - lift
+    lowest = np.where(seen >= 1, running[np.maximum(below - 1, 0)], 2.0)
+    lowest = np.minimum(
+        lowest, np.where(floor[group] == 0, predictive_rate(base_f[group], base_n[group]), 2.0)
+    )
+    # Rounding of the offsets (~1e-11) stays far inside this relative slack.
+    return clip_rates(lowest * (1.0 - 1e-7), spec), usable, sizes
 
 
 def _peak_bounds(
@@ -113,10 +133,7 @@ def may_alarm(
     """
     if not streams:
         return np.zeros(0, bool)
-    prior_f, prior_n, sizes = _prior_counts(streams, spec)
-    q0 = rate_upper_bounds(prior_f, prior_n, spec.baseline_confidence)
-    usable = (prior_n >= spec.min_baseline_observations) & (q0 < MAX_NULL_RATE)
-    q0 = np.clip(q0, spec.baseline_floor, MAX_NULL_RATE)
+    q0, usable, sizes = _null_rate_bounds(streams, spec)
     bounds = np.cumsum(sizes)[:-1]
     parts = zip(np.split(usable, bounds), np.split(q0, bounds), streams, strict=True)
     failed, rates = [], []

@@ -25,18 +25,20 @@ import numpy.typing as npt
 
 from canary.config.sections import DetectionSpec
 from canary.detection.decisions import YEAR_S, Candidate, Counts, Kind
+from canary.detection.nulls import null_rates_of
 from canary.stats import rate_difference_ci
 from canary.stats.edetector import (
     DEFAULT_DELTAS,
     DetectorRun,
     kl_bernoulli,
     log_likelihood_ratios,
+    log_shiryaev_roberts,
     run_detector,
     threshold_for_budget,
 )
-from canary.stats.rates import rate_upper_bounds
+from canary.stats.rates import rate_ci
 
-MAX_NULL_RATE = 0.99
+RESOLVE_CONFIDENCE = 0.9  # the effect an incident is resolved against: its 95 % lower bound
 
 
 @dataclass(frozen=True)
@@ -67,29 +69,9 @@ class Stream:
 def null_rates(stream: Stream, spec: DetectionSpec) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
     """Each observation's healthy rate ``q0`` and whether its stratum had enough history before it.
 
-    ``q0`` is the upper ``baseline_confidence`` bound of the stratum's failure rate over its
-    observations up to ``window_s`` before this one (baseline plus earlier look-back), floored at
-    ``baseline_floor``: an upper bound keeps the detector's likelihood ratios at most 1 in
-    expectation on a healthy cell, which is what its budget needs. Observations of a stratum
-    whose bound reaches ``MAX_NULL_RATE`` are left out: a rise cannot show there, and the
-    Shiryaev-Roberts statistic would only count them as time.
+    The stratum's predictive rate, frozen while an excursion lasts (:mod:`canary.detection.nulls`).
     """
-    failed = stream.failed
-    prior_f = np.zeros(failed.size)
-    prior_n = np.zeros(failed.size)
-    for s in np.unique(stream.stratum):
-        idx = np.flatnonzero(stream.stratum == s)
-        base = stream.baseline.get(int(s), Counts())
-        # Only observations at least window_s older count, so a fault does not become its own
-        # baseline while it is being detected.
-        before = np.searchsorted(stream.at[idx], stream.at[idx] - spec.window_s, side="right")
-        seen = np.concatenate([[0], np.cumsum(failed[idx])])[before]
-        prior_f[idx] = base.failures + seen
-        prior_n[idx] = base.n + before
-    q0 = rate_upper_bounds(prior_f, prior_n, spec.baseline_confidence)
-    informative = q0 < MAX_NULL_RATE  # a probe that (nearly) always fails says nothing about a rise
-    q0 = np.clip(q0, spec.baseline_floor, MAX_NULL_RATE)
-    return q0, (prior_n >= spec.min_baseline_observations) & informative
+    return null_rates_of(stream.at, stream.failed, stream.stratum, stream.baseline, spec)
 
 
 def observations_per_alarm(stream: Stream, spec: DetectionSpec, now: float, tests: int) -> float:
@@ -120,15 +102,25 @@ def mde_within(n: int, q0: float, threshold: float) -> float | None:
 
 
 def resolve_delta(failed: npt.NDArray[np.bool_], q0: npt.NDArray[np.float64]) -> float:
-    """The alternative an incident is resolved against: the largest in the grid not above its effect.
+    """The alternative an incident is resolved against: the low end of its estimated effect.
 
-    The effect is the share of healthy observations that failed during the incident,
-    ``(rate - q0) / (1 - q0)``. Testing the end of the incident against that size, rounded down,
-    keeps a small fault from looking over after one clean pass, and a large one from lingering.
+    The share of healthy observations that failed during the incident, ``(rate - q0) / (1 - q0)``,
+    with ``rate`` the lower end of the rate's central 90 % Wilson interval (a 95 % lower bound):
+    an incident is found where its failures happen to cluster, so its raw rate overstates the
+    fault, and evidence against too large an effect would clear a fault that persists. At least
+    the grid's smallest alternative.
     """
-    excess = float(failed.mean() - q0.mean()) / max(1e-9, 1.0 - float(q0.mean())) if failed.size else 0.0
-    below = [d for d in DEFAULT_DELTAS if d <= excess]
-    return max(below) if below else DEFAULT_DELTAS[0]
+    if not failed.size:
+        return DEFAULT_DELTAS[0]
+    low = rate_ci(int(failed.sum()), int(failed.size), RESOLVE_CONFIDENCE)[0]
+    base = float(q0.mean())
+    return min(max((low - base) / max(1e-9, 1.0 - base), DEFAULT_DELTAS[0]), 0.99)
+
+
+def observations_per_window(at: npt.NDArray[np.float64], window_s: float) -> float:
+    """How many observations the stream makes in ``window_s``, from its span (at least one)."""
+    span = float(at[-1] - at[0]) if at.size else 0.0
+    return max(1.0, at.size * window_s / max(span, window_s))
 
 
 @dataclass(frozen=True)
@@ -136,8 +128,9 @@ class Incident:
     """A chain of alarms: from its change point to its last alarm, and whether it has cleared.
 
     ``delta`` is the alternative it is resolved against; ``cleared`` the evidence for health
-    after its last alarm (up to the next incident, or the end); ``cleared_at`` the index at
-    which that evidence first reached the bound (``None`` while open).
+    after its last alarm (``ln`` of the reverse Shiryaev-Roberts statistic at the next incident,
+    or the end); ``cleared_at`` the index at which that evidence first reached the bound
+    (``None`` while open).
     """
 
     start: int
@@ -154,15 +147,22 @@ def incidents(
     rates: npt.NDArray[np.float64],
     spec: DetectionSpec,
     batch: npt.NDArray[np.int64] | None = None,
+    window_observations: float = 1.0,
 ) -> list[Incident]:
     """Chain a stream's alarms into incidents.
 
-    Alarms belong to one incident until the observations after one of them favour health
-    ``resolve_likelihood_ratio`` times over the incident's own effect size (running sum); the
-    next alarm then starts a new incident. With ``batch``, the evidence starts after the pass of
-    the alarm and is weighed only where a pass ends (the order inside a pass means nothing).
+    Alarms belong to one incident until the fault has gone: a Shiryaev-Roberts detector of the
+    change back to health (each observation's likelihood ratio of health against the incident's
+    own effect, summed over every start after the alarm's pass) reaches
+    ``resolve_likelihood_ratio`` times ``window_observations``; the next alarm then starts a new
+    incident. Summing over start points means the fault's own observations between the last
+    alarm and its removal do not have to be outweighed first: the clearance comes as soon after
+    the removal as the evidence allows, whenever the last alarm was. While the fault persists,
+    the statistic minus time is a martingale, so a false clearance comes at most once per
+    ``resolve_likelihood_ratio`` windows of it on average (Pollak 1987). With ``batch``, the
+    evidence is weighed only where a pass ends (the order inside a pass means nothing).
     """
-    bound = math.log(spec.resolve_likelihood_ratio)
+    bound = math.log(spec.resolve_likelihood_ratio * window_observations)
     ends = np.ones(failed.size, bool) if batch is None else np.r_[batch[1:] != batch[:-1], True]
     out: list[Incident] = []
     first = 0
@@ -171,8 +171,8 @@ def incidents(
         delta = resolve_delta(failed[since : last + 1], rates[since : last + 1])
         end = alarms[i + 1] if i + 1 < len(alarms) else failed.size
         after = last + 1 + int(np.argmax(ends[last:]))  # the first observation after the alarm's pass
-        z = log_likelihood_ratios(failed[after:end], rates[after:end], [delta])[0]
-        evidence = -np.cumsum(z)
+        health = -log_likelihood_ratios(failed[after:end], rates[after:end], [delta])
+        evidence = log_shiryaev_roberts(health)[0]
         reached = np.flatnonzero((evidence >= bound) & ends[after:end])
         cleared_at = after + int(reached[0]) if reached.size else None
         if cleared_at is not None or i + 1 == len(alarms):
@@ -205,7 +205,8 @@ def evaluate(stream: Stream, spec: DetectionSpec, observations_per_false_alarm: 
     failed, rates = stream.failed[usable], q0[usable]
     run = run_detector(failed, rates, threshold_for_budget(observations_per_false_alarm))
     batch = stream.batch[usable] if stream.batch is not None else None
-    chain = incidents(run.alarms, run.starts, failed, rates, spec, batch) if run.alarmed else []
+    per_window = observations_per_window(stream.at[usable], spec.window_s)
+    chain = incidents(run.alarms, run.starts, failed, rates, spec, batch, per_window) if run.alarmed else []
     return Evaluation(failed, rates, usable, observations_per_false_alarm, run, chain)
 
 

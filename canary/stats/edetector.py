@@ -34,7 +34,7 @@ import numpy.typing as npt
 from scipy import special
 from scipy.special import logsumexp
 
-DEFAULT_DELTAS = (0.002, 0.005, 0.015, 0.05, 0.15, 0.4)
+DEFAULT_DELTAS = (0.002, 0.01, 0.05, 0.2)
 MAX_Q0 = 1.0 - 1e-9
 CHUNK = 4096
 

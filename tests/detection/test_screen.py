@@ -9,16 +9,14 @@ import pytest
 
 from canary.config.sections import DetectionSpec
 from canary.detection.decisions import Counts
-from canary.detection.screen import _prior_counts, may_alarm
+from canary.detection.screen import _null_rate_bounds, may_alarm
 from canary.detection.sequential import (
-    MAX_NULL_RATE,
     Stream,
     evaluate,
     null_rates,
     observations_per_alarm,
     self_candidate,
 )
-from canary.stats.rates import rate_upper_bounds
 
 NOW = 1_764_000_000.123456
 
@@ -48,18 +46,20 @@ def random_streams(seed: int, count: int) -> list[Stream]:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_prior_counts_give_the_per_stream_null_rates(seed: int) -> None:
+def test_the_screens_null_rates_bound_the_per_stream_ones_from_below(seed: int) -> None:
+    """Same usable observations; ``q0`` never above the per-stream one, and equal outside excursions."""
     spec = DetectionSpec()
     streams = random_streams(seed, 300)
-    prior_f, prior_n, sizes = _prior_counts(streams, spec)
-    q0 = rate_upper_bounds(prior_f, prior_n, spec.baseline_confidence)
-    usable = (prior_n >= spec.min_baseline_observations) & (q0 < MAX_NULL_RATE)
-    q0 = np.clip(q0, spec.baseline_floor, MAX_NULL_RATE)
+    q0, usable, sizes = _null_rate_bounds(streams, spec)
     bounds = np.cumsum(sizes)[:-1]
+    equal = total = 0
     for s, rates, use in zip(streams, np.split(q0, bounds), np.split(usable, bounds), strict=True):
         expected_q0, expected_usable = null_rates(s, spec)
-        np.testing.assert_array_equal(rates, expected_q0)
         np.testing.assert_array_equal(use, expected_usable)
+        assert np.all(rates[use] <= expected_q0[use])
+        equal += int(np.isclose(rates[use], expected_q0[use], rtol=1e-6).sum())
+        total += int(use.sum())
+    assert equal >= 0.5 * total  # a bound, not a guess: most rates are the stratum's own
 
 
 @pytest.mark.parametrize("seed", [4, 5, 6])
