@@ -2,13 +2,14 @@
 
 Pure. A detection round over 1,000 cells evaluates about 4,000 streams; most never come near
 their threshold, and per stream the work is a few dozen small numpy and scipy calls, so Python's
-overhead dominates. :func:`may_alarm` computes the same null rates and the same mixture
-Shiryaev-Roberts statistic as :func:`canary.detection.sequential.evaluate`, for all streams in a
-few array operations, and keeps those whose statistic comes within :data:`MARGIN` of the
-threshold anywhere. Only those go through the exact per-stream path. A stream that does not is
-one on which :func:`~canary.detection.sequential.self_candidate` finds no alarm, hence ``None``:
-before its first alarm the detector never restarts, so its statistic is the closed form over the
-whole stream, which differs from the chunked one only by rounding, far below the margin.
+overhead dominates. :func:`may_alarm` computes lower bounds of the same null rates and an upper
+bound of the same mixture Shiryaev-Roberts statistic as
+:func:`canary.detection.sequential.evaluate`, for all streams in a few array operations, and
+keeps those whose bound comes within :data:`MARGIN` of the threshold anywhere. Only those go
+through the exact per-stream path. A stream that does not is one on which
+:func:`~canary.detection.sequential.self_candidate` finds no alarm, hence ``None``: before its
+first alarm the detector never restarts, so its statistic is the closed form over the whole
+stream, which differs from the chunked one only by rounding, far below the margin.
 """
 
 from __future__ import annotations

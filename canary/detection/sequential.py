@@ -3,15 +3,21 @@
 Pure: arrays in, a :class:`~canary.detection.decisions.Candidate` out. The unit of evidence is
 one *observation* per (pass, probe version): failed when any of that pass's repeats of the probe
 failed, because repeats of a temperature-0 probe on a server that is not batch-invariant fail
-together. Each probe version is a stratum with its own healthy rate, estimated from its own
+together. Each probe version is a stratum with its own healthy rate, the predictive rate of its own
 history (self-starting: the baseline before the look-back plus the stratum's earlier
-observations in it), so a probe the model always fails neither hides nor fakes a change, and a
-new probe version starts its own baseline. The detector is the mixture Shiryaev-Roberts e-detector of
-:mod:`canary.stats.edetector`, with its threshold derived from ``false_alarms_per_cell_year``.
+observations in it), frozen while an excursion lasts (:mod:`canary.detection.nulls`), so a probe
+the model always fails neither hides nor fakes a change, a new probe version starts its own
+baseline, and a fault does not become its own baseline while it is being detected. The detector
+is the mixture Shiryaev-Roberts e-detector of :mod:`canary.stats.edetector`, with its threshold
+derived from ``false_alarms_per_cell_year``.
 
-An incident is *active* from an alarm until the observations after the last alarm favour health
-over the alternative that raised it by ``resolve_likelihood_ratio``; then it is over, and a new
-alarm is a new incident.
+An incident is *active* from an alarm until a detector of the change back to health reaches
+``resolve_likelihood_ratio`` times the observations of one ``window_s`` (:func:`incidents`);
+then it is over, and a new alarm is a new incident. Why this rule: evidence summed from the
+last alarm must first outweigh the fault's observations between that alarm and the fault's
+removal, which took up to five windows for a 2 % fault; summed over every start after the alarm,
+it starts counting at the removal whatever came before, and a fault of the incident's size is
+cleared in about one window (see the README for the measured bound).
 """
 
 from __future__ import annotations

@@ -13,14 +13,23 @@ fail, ``q1 = q0 + delta (1 - q0)``. The likelihood ratio ``L`` of one observatio
 
 Detector: for each ``delta`` of a small grid, the Shiryaev-Roberts statistic
 ``R_t = (1 + R_{t-1}) L_t = sum_j prod_{i=j..t} L_i`` (a sum over every possible change point);
-alarm when the average ``(1/K) sum_k R_k`` reaches ``A``, then every statistic restarts at zero.
-Why ``A`` is the mean healthy run between false alarms (Pollak 1987; Shin, Ramdas & Rinaldo,
-"E-detectors", 2023): each ``R_k - t`` is a martingale under health when ``E[L] = 1`` (a
-supermartingale when ``E[L] <= 1``), so is their average, and optional stopping at the alarm
-gives ``E[alarm time] >= A``. ``E[L] <= 1`` holds when the true rate is at most ``q0``: callers
-pass an upper confidence bound of the stratum's history. Nothing here needs the fault's size.
-The Shiryaev-Roberts sum dominates Page's CUSUM (a max over the same products), so it alarms
-sooner for the same guarantee; the CUSUM's argmax still estimates where the change began.
+alarm when the weighted average ``sum_k w_k R_k`` reaches ``A``, then every statistic restarts
+at zero. Why ``A`` is the mean healthy run between false alarms (Pollak 1987; Shin, Ramdas &
+Rinaldo, "E-detectors", 2023): each ``R_k - t`` is a martingale under health when ``E[L] = 1``
+(a supermartingale when ``E[L] <= 1``), so is any average of them with weights summing to 1,
+and optional stopping at the alarm gives ``E[alarm time] >= A``. ``E[L] = 1`` holds when ``q0``
+is the stratum's healthy rate; callers pass its predictive rate given the history
+(:mod:`canary.detection.nulls`), which makes it hold on average over what the history leaves
+uncertain. Nothing here needs the fault's size.
+
+The grid and its weights follow the faults' scale: 0.2 % (a front door where 0.8 % of requests
+are misrouted), 1.5 % and 5 % (corruption and top-k drops of a few percent) and 20 % (gross
+faults), with half the weight on the last. A weight costs ``ln(1/w)`` nats of evidence: a gross
+fault's evidence comes in jumps of 4-5 nats per failure, so every nat saved there is a failure
+less to wait for, while a small fault's threshold of 15-20 nats is reached smoothly and its
+``ln 10`` costs a few percent of its delay. The Shiryaev-Roberts sum dominates Page's CUSUM (a
+max over the same products), so it alarms sooner for the same guarantee; the CUSUM's argmax still
+estimates where the change began.
 """
 
 from __future__ import annotations
@@ -34,9 +43,23 @@ import numpy.typing as npt
 from scipy import special
 from scipy.special import logsumexp
 
-DEFAULT_DELTAS = (0.002, 0.01, 0.05, 0.2)
+DEFAULT_DELTAS = (0.002, 0.015, 0.05, 0.2)
+DEFAULT_WEIGHTS = (0.1, 0.2, 0.2, 0.5)
 MAX_Q0 = 1.0 - 1e-9
 CHUNK = 4096
+
+
+def mixture_log_weights(
+    deltas: Sequence[float], weights: Sequence[float] | None = None
+) -> npt.NDArray[np.float64]:
+    """``ln w_k`` of the alternatives: ``weights`` (the defaults' own for the default grid, else
+    uniform), normalised to sum to 1."""
+    if weights is None:
+        weights = DEFAULT_WEIGHTS if tuple(deltas) == DEFAULT_DELTAS else [1.0] * len(deltas)
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(deltas),) or not np.all(w > 0):
+        raise ValueError(f"need one positive weight per alternative, got {list(weights)}")
+    return np.asarray(np.log(w / w.sum()), dtype=np.float64)
 
 
 def kl_bernoulli(p: float, q: float) -> float:
@@ -119,6 +142,7 @@ def run_detector(
     q0: npt.ArrayLike,
     threshold: float,
     deltas: Sequence[float] = DEFAULT_DELTAS,
+    weights: Sequence[float] | None = None,
 ) -> DetectorRun:
     """Run the mixture Shiryaev-Roberts detector over a stream (oldest first), restarting after alarms.
 
@@ -129,6 +153,7 @@ def run_detector(
     """
     z = log_likelihood_ratios(failed, q0, deltas)
     t, k = z.shape[1], len(deltas)
+    log_w = mixture_log_weights(deltas, weights)
     alarms: list[int] = []
     starts: list[int] = []
     state = np.full(k, -np.inf)  # ln R_k where the chunk begins
@@ -136,7 +161,7 @@ def run_detector(
     while start < t:
         # Chunks bound the work after each restart; the state carries R across them.
         logs = log_shiryaev_roberts(z[:, start : start + CHUNK], state)
-        mixture = logsumexp(logs, axis=0) - math.log(k)
+        mixture = logsumexp(logs + log_w[:, None], axis=0)
         hit = np.flatnonzero(mixture >= threshold)
         if hit.size == 0:
             state, start = logs[:, -1], start + logs.shape[1]
