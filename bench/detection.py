@@ -28,6 +28,9 @@ Setup, decided before looking at any result:
   each compared with a fresh healthy baseline window of ``W`` probes by a one-sided Mann-Whitney
   U test, critical value set exactly so that each window's false-alarm probability is at most
   ``W alpha / E0[N]``; ``W`` chosen in hindsight from ``{0.5, 1, 2, 4} x ASN`` (its best case).
+  Its windows start with the fault (``slower_than_fixed_window``), its best case again, and, as
+  a judge on its own clock runs, at a uniformly random probe of a window
+  (``slower_than_fixed_window_random_phase``).
 - Delay: observations after the fault starts until the alarm, median over SEEDS seeds.
 """
 
@@ -158,6 +161,20 @@ def judge_delays(
     return np.where(reject.any(axis=1), (reject.argmax(axis=1) + 1.0) * w, np.inf)
 
 
+def judge_delays_random_phase(
+    p0: float, p1: float, w: int, crit: float, max_probes: float, rng: np.random.Generator
+) -> npt.NDArray[np.float64]:
+    """As :func:`judge_delays`, with the fault starting at a uniformly random probe of a window:
+    a judge runs on its own clock, so its first faulty window is partly healthy."""
+    windows = max(1, math.ceil(max_probes / w)) + 1
+    u = rng.integers(0, w, SEEDS)  # the first window's healthy probes, before the fault
+    k = rng.binomial(w, p1, size=(SEEDS, windows)).astype(np.float64)
+    k[:, 0] = rng.binomial(u, p0) + rng.binomial(w - u, p1)
+    b = rng.binomial(w, p0, size=(SEEDS, windows)).astype(np.float64)
+    reject = mw_z(k, b, w, w) >= crit
+    return np.where(reject.any(axis=1), (reject.argmax(axis=1) + 1.0) * w - u, np.inf)
+
+
 @dataclass(frozen=True)
 class FaultResult:
     p0: float
@@ -174,6 +191,9 @@ class FaultResult:
     judge_all_windows: dict[str, float]
     judge_missed_share: float
     slower_than_judge: bool
+    judge_random_phase_median: float
+    judge_random_phase_window: int
+    slower_than_judge_random_phase: bool
 
 
 def product_delays(
@@ -191,13 +211,17 @@ def run_fault(fault: Fault, seed: np.random.SeedSequence) -> FaultResult:
     product_rng, judge_rng = (np.random.default_rng(s) for s in seed.spawn(2))
     detector, delays = product_delays(fault, budget, product_rng)
     median = float(np.median(delays))
-    judges = []
+    phase_rng = np.random.default_rng(seed.spawn(1)[0])  # after the two above: theirs unchanged
+    judges, phased = [], []
     for mult in WINDOW_MULTIPLIERS:
         w = max(1, round(mult * asn.under_h1))
         crit = mw_critical_z(fault.p0, w, min(1.0, w / budget))
         found = judge_delays(fault.p0, fault.p1, w, crit, 200 * asn.under_h1, judge_rng)
         judges.append((float(np.median(found)), w, float(np.mean(np.isinf(found)))))
+        found = judge_delays_random_phase(fault.p0, fault.p1, w, crit, 200 * asn.under_h1, phase_rng)
+        phased.append((float(np.median(found)), w))
     best = min(judges, key=lambda j: j[0])
+    best_phased = min(phased, key=lambda j: j[0])
     return FaultResult(
         p0=fault.p0,
         p1=fault.p1,
@@ -214,6 +238,9 @@ def run_fault(fault: Fault, seed: np.random.SeedSequence) -> FaultResult:
         judge_missed_share=best[2],
         # Slower only when strictly slower: a tie (both at the first wrong-pool run) is not.
         slower_than_judge=median > best[0],
+        judge_random_phase_median=best_phased[0],
+        judge_random_phase_window=best_phased[1],
+        slower_than_judge_random_phase=median > best_phased[0],
     )
 
 
@@ -231,6 +258,10 @@ def print_fault(fault: Fault, r: FaultResult) -> None:
     print(f"  fixed-window Mann-Whitney median   {fmt(r.judge_median)} (best W={r.judge_window})")
     print(f"  judge median per window W          {windows}")
     print(f"  slower than the judge              {r.slower_than_judge}")
+    print(
+        f"  judge on its own clock (random phase) median {fmt(r.judge_random_phase_median)} "
+        f"(best W={r.judge_random_phase_window}); slower: {r.slower_than_judge_random_phase}"
+    )
 
 
 def healthy_figures(seed: int) -> dict[str, float]:
@@ -287,6 +318,7 @@ def main() -> None:
         print_fault(fault, results[fault.name])
     worst = max(r.ratio_to_sprt for r in results.values())
     slower = [name for name, r in results.items() if r.slower_than_judge]
+    slower_phased = [name for name, r in results.items() if r.slower_than_judge_random_phase]
     print("\n== healthy cells (10 probe versions at 0-100 %, 3 metrics, repeats of 5, a version change)")
     healthy = healthy_figures(ROOT_SEED)
     print("\n== resolution after the fault is removed")
@@ -308,6 +340,7 @@ def main() -> None:
         "faults": {name: asdict(r) for name, r in results.items()},
         "worst_ratio_to_sprt": round(worst, 3),
         "slower_than_fixed_window": slower,
+        "slower_than_fixed_window_random_phase": slower_phased,
         "false_alarms_per_1000_cell_days_clustered": healthy["clustered_1"],
         "false_alarms_per_1000_cell_days_independent": healthy["independent_1"],
         "false_alarms_per_1000_cell_days_at_1000x_budget": {
