@@ -214,6 +214,7 @@ def test_unset_secrets_in_every_section_are_errors_at_load(
         ({"service": {"leader_lease_s": 0.2}}, "service.leader_lease_s", "greater than or equal to 1"),
         ({"service": {"heartbeat_s": 0}}, "service.heartbeat_s", "greater than or equal to 0.5"),
         ({"service": {"lock_retry_s": 5}}, "service", "'lock_retry_s' was removed"),
+        ({"detection": {"baseline_confidence": 0.9}}, "detection", "'baseline_confidence' was removed"),
     ],
 )  # fmt: skip
 def test_section_values_are_checked_at_load(data: dict[str, object], key: str, problem: str) -> None:
