@@ -68,8 +68,15 @@ def run_replicas(
     procs = [
         subprocess.Popen(
             canary_command(
-                "serve", "--config", str(config), "--log-level", "WARNING",
-                "--port", str(port), "--shard", f"{i}/{replicas}",
+                "serve",
+                "--config",
+                str(config),
+                "--log-level",
+                "WARNING",
+                "--port",
+                str(port),
+                "--shard",
+                f"{i}/{replicas}",
             ),  # fmt: skip
             env=env,
             cwd=here,

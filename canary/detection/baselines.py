@@ -86,10 +86,16 @@ def _obs_sums(*where: sa.ColumnElement[bool]) -> sa.Select[Any]:
 def _add(a: Sums, b: Sums, sign: int = 1) -> Sums:
     out = dict(a)
     for key, t in b.items():
-        before = out.get(key, (0, 0, 0, 0))
-        total = tuple(x + sign * y for x, y in zip(before, t, strict=True))
+        before = out.get(key)
+        if before is None:
+            total = t if sign == 1 else (-t[0], -t[1], -t[2], -t[3])
+        else:
+            total = (
+                before[0] + sign * t[0], before[1] + sign * t[1],
+                before[2] + sign * t[2], before[3] + sign * t[3],
+            )  # fmt: skip
         if total[0]:
-            out[key] = total  # type: ignore[assignment]
+            out[key] = total
         else:
             out.pop(key, None)  # no observation left: a fresh read has no row for it
     return out

@@ -115,8 +115,9 @@ async def _peers(
         for p in cells:
             for probe, c in counts[(p, metric)].items():
                 total[probe] = total[probe] + c
+        model_cells = sorted(names[p][0] for p in cells)  # sorted once, not once per cell
         for tid in cells:
-            peers = [p for p in cells if p != tid]
+            cell = names[tid][0]
             own = counts[(tid, metric)]
             pooled = {
                 probe: Counts(
@@ -126,8 +127,8 @@ async def _peers(
             }
             pooled = {probe: c for probe, c in pooled.items() if c.n > 0}
             found = peer_candidate(
-                tid, names[tid][0], metric, counts[(tid, metric)], pooled,
-                sorted(names[p][0] for p in peers), spec, tests.get(tid, 1),
+                tid, cell, metric, counts[(tid, metric)], pooled,
+                [c for c in model_cells if c != cell], spec, tests.get(tid, 1),
             )  # fmt: skip
             if found is not None:
                 out.append(found)

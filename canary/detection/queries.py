@@ -110,8 +110,11 @@ async def streams(
     for (tid, metric, probe), (failing, n) in (await baseline_sums(conn, base_start, start)).items():
         baselines[(tid, metric)][probe] = Counts(failing, n)
     out = []
+    wanted: dict[str, bool] = {}  # a few metrics, thousands of streams
     for (tid, metric), obs in (await lookback(conn, start, now)).items():
-        if tid not in names or not _wanted(metric, spec):
+        if metric not in wanted:
+            wanted[metric] = _wanted(metric, spec)
+        if tid not in names or not wanted[metric]:
             continue
         out.append(
             Stream(

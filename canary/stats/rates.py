@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
+from scipy import special, stats
 
 
 def _check_counts(failures: int, n: int) -> None:
@@ -126,4 +126,5 @@ def cmh_test(
     if v <= 0:
         return CMHResult(0.0, 1.0)
     z = (float((a - mean).sum()) - (0.5 if correction else 0.0)) / math.sqrt(v)
-    return CMHResult(z, float(stats.norm.sf(z)))
+    # special.ndtr(-z) is what stats.norm.sf(z) computes, without its per-call overhead (~0.2 ms).
+    return CMHResult(z, float(special.ndtr(-z)))
