@@ -29,6 +29,7 @@ It is idempotent (delete and regroup), so a second call or an overlapping range 
 from __future__ import annotations
 
 import logging
+import uuid
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,11 +37,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from canary.storage.counts import run_counts, score_counts
-from canary.storage.tables import ObservationDirtyRow, ObservationHourRow, ObservationRow, RollupProgressRow
+from canary.storage.tables import (
+    ObservationDirtyRow,
+    ObservationHourRow,
+    ObservationRow,
+    RollupProgressRow,
+    RunRow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +76,18 @@ class Refreshed:
 REFRESHED: weakref.WeakKeyDictionary[sa.Engine, Refreshed] = weakref.WeakKeyDictionary()
 
 
-def clusters(lo: datetime, hi: datetime, cells: Sequence[str] | None = None) -> sa.Select[Any]:
+def clusters(
+    lo: datetime, hi: datetime, cells: Sequence[str] | None = None, passes: Sequence[uuid.UUID] | None = None
+) -> sa.Select[Any]:
     """Observations first scored in [lo, hi): ``target_id, metric, probe_pk, pass_id, n, failures, at``
-    (of ``cells`` only, when given)."""
+    (of ``cells`` only, of ``passes`` only, when given)."""
     since, until = lo - PASS_SPAN, hi + PASS_SPAN
     scores = score_counts(since=since, until=until, cells=cells, by_probe=True, by_pass=True)
-    runs = run_counts(since=since, until=until, cells=cells, by_probe=True, by_pass=True).subquery()
+    runs_query = run_counts(since=since, until=until, cells=cells, by_probe=True, by_pass=True)
+    if passes is not None:
+        scores = scores.where(_among(RunRow.pass_id, passes))
+        runs_query = runs_query.where(_among(RunRow.pass_id, passes))
+    runs = runs_query.subquery()
     availability = sa.select(
         runs.c.target_id, sa.literal(AVAILABILITY).label("metric"), runs.c.probe_pk, runs.c.pass_id,
         runs.c.runs.label("n"), runs.c.errors.label("failures"), runs.c.at,
@@ -84,6 +98,16 @@ def clusters(lo: datetime, hi: datetime, cells: Sequence[str] | None = None) -> 
     ).where(both.c.at >= lo, both.c.at < hi)
 
 
+def _among(column: Any, passes: Sequence[uuid.UUID]) -> sa.ColumnElement[bool]:
+    """``column = ANY(array)``: one bind parameter however many passes."""
+    among: sa.ColumnElement[bool] = column == sa.any_(sa.literal(list(passes), ARRAY(UUID(as_uuid=True))))
+    return among
+
+
+def _of(column: Any, passes: Sequence[uuid.UUID] | None) -> list[sa.ColumnElement[bool]]:
+    return [_among(column, passes)] if passes is not None else []
+
+
 def _floor_hour(t: datetime) -> datetime:
     return t.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
@@ -91,8 +115,9 @@ def _floor_hour(t: datetime) -> datetime:
 HOUR_SUMS = ("observations", "failing", "n", "failures")
 
 
-def _add_to_hours(lo: datetime, hi: datetime, sign: int) -> sa.Insert:
-    """Add (``sign`` 1) or take away (-1) the hourly totals of the observations in [lo, hi)."""
+def _add_to_hours(lo: datetime, hi: datetime, sign: int, passes: Sequence[uuid.UUID] | None) -> sa.Insert:
+    """Add (``sign`` 1) or take away (-1) the hourly totals of the observations in [lo, hi)
+    (of ``passes`` only, when given)."""
     obs: sa.Table = ObservationRow.__table__  # type: ignore[assignment]
     hours: sa.Table = ObservationHourRow.__table__  # type: ignore[assignment]
     hour = sa.func.date_trunc("hour", obs.c.at, "UTC", type_=sa.DateTime(timezone=True))
@@ -107,7 +132,9 @@ def _add_to_hours(lo: datetime, hi: datetime, sign: int) -> sa.Insert:
             sign * sa.func.sum(obs.c.n),
             sign * sa.func.sum(obs.c.failures),
         )  # fmt: skip
-        .where(obs.c.at >= lo, obs.c.at < hi)
+        .where(
+            obs.c.at >= lo, obs.c.at < hi, *([_among(obs.c.pass_id, passes)] if passes is not None else [])
+        )
         .group_by(obs.c.target_id, obs.c.metric, obs.c.probe_pk, sa.literal_column("hour"))
     )
     insert = pg_insert(hours).from_select(["target_id", "metric", "probe_pk", "hour", *HOUR_SUMS], sums)
@@ -117,8 +144,11 @@ def _add_to_hours(lo: datetime, hi: datetime, sign: int) -> sa.Insert:
     )
 
 
-async def _refresh_range(conn: AsyncConnection, lo: datetime, hi: datetime) -> None:
-    """Regroup the observations first scored in [lo, hi) and move their hours' totals by the change.
+async def _refresh_range(
+    conn: AsyncConnection, lo: datetime, hi: datetime, passes: Sequence[uuid.UUID] | None = None
+) -> None:
+    """Regroup the observations first scored in [lo, hi) (of ``passes`` only, when given) and move
+    their hours' totals by the change.
 
     The hours are updated by difference (less the old rows' sums, plus the new ones'), so only
     the range is read, not every observation of the hours it touches; integer sums, so the
@@ -126,11 +156,11 @@ async def _refresh_range(conn: AsyncConnection, lo: datetime, hi: datetime) -> N
     """
     obs: sa.Table = ObservationRow.__table__  # type: ignore[assignment]
     hours: sa.Table = ObservationHourRow.__table__  # type: ignore[assignment]
-    await conn.execute(_add_to_hours(lo, hi, -1))
-    await conn.execute(sa.delete(obs).where(obs.c.at >= lo, obs.c.at < hi))
+    await conn.execute(_add_to_hours(lo, hi, -1, passes))
+    await conn.execute(sa.delete(obs).where(obs.c.at >= lo, obs.c.at < hi, *_of(obs.c.pass_id, passes)))
     columns = ["target_id", "metric", "probe_pk", "pass_id", "n", "failures", "at"]
-    await conn.execute(sa.insert(obs).from_select(columns, clusters(lo, hi)))
-    await conn.execute(_add_to_hours(lo, hi, 1))
+    await conn.execute(sa.insert(obs).from_select(columns, clusters(lo, hi, passes=passes)))
+    await conn.execute(_add_to_hours(lo, hi, 1, passes))
     h_lo, h_hi = _floor_hour(lo), _floor_hour(hi - _TINY) + timedelta(hours=1)
     await conn.execute(
         sa.delete(hours).where(hours.c.hour >= h_lo, hours.c.hour < h_hi, hours.c.observations == 0)
@@ -155,11 +185,33 @@ async def changed_since(
     return row[0], row[1]
 
 
-async def queued(conn: AsyncConnection) -> list[tuple[int, datetime, datetime]]:
-    """The ranges inserted since the last refresh, committed so far: ``(id, lo, hi)``."""
+Queued = tuple[int, datetime, datetime, tuple[uuid.UUID, ...] | None]  # id, lo, hi, passes (None: unknown)
+
+
+async def queued(conn: AsyncConnection) -> list[Queued]:
+    """The ranges inserted since the last refresh, committed so far, with the passes they hold."""
     dirty: sa.Table = ObservationDirtyRow.__table__  # type: ignore[assignment]
-    rows = await conn.execute(sa.select(dirty.c.id, dirty.c.lo, dirty.c.hi))
-    return [(int(i), lo, hi) for i, lo, hi in rows.all()]
+    rows = await conn.execute(sa.select(dirty.c.id, dirty.c.lo, dirty.c.hi, dirty.c.passes))
+    return [
+        (int(i), lo, hi, tuple(p) if p is not None and None not in p else None) for i, lo, hi, p in rows.all()
+    ]
+
+
+def stale_passes(dirty: Sequence[Queued]) -> list[tuple[datetime, datetime, tuple[uuid.UUID, ...] | None]]:
+    """What to regroup: merged ranges (as :func:`stale_ranges`), each with the passes stored in it,
+    or ``None`` (every observation of the range) where a queued range does not name its passes."""
+    ranges = stale_ranges([(lo, hi) for _, lo, hi, _ in dirty])
+    passes: list[set[uuid.UUID] | None] = [set() for _ in ranges]
+    for _, lo, _, named in dirty:
+        i = next(i for i, (a, b) in enumerate(ranges) if a <= lo - PASS_SPAN < b)
+        current = passes[i]
+        if named is None or current is None:
+            passes[i] = None
+        else:
+            current.update(named)
+    return [
+        (a, b, tuple(sorted(p)) if p is not None else None) for (a, b), p in zip(ranges, passes, strict=True)
+    ]
 
 
 def stale_ranges(changed: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
@@ -199,26 +251,27 @@ async def refresh(engine: AsyncEngine) -> int:
             dirty = await queued(conn)
             if progress is None:  # a first refresh: every stored row
                 oldest, newest = await changed_since(conn, 0, 0)
-                changed = [(oldest, newest)] if oldest is not None and newest is not None else []
+                everything = [(0, oldest, newest, None)] if oldest is not None and newest is not None else []
+                stale = stale_passes(everything)
             else:
-                changed = [(lo, hi) for _, lo, hi in dirty]
+                stale = stale_passes(dirty)
             await conn.commit()
-            ranges = stale_ranges(changed)
+            ranges = [(lo, hi) for lo, hi, _ in stale]
             if ranges:
                 hours = (_floor_hour(ranges[0][0]), _floor_hour(ranges[-1][1] - _TINY) + timedelta(hours=1))
-            for lo, end in ranges:
+            for lo, end, passes in stale:
                 while lo < end:
                     hi = min(lo + CHUNK, end)
                     async with conn.begin():
                         await conn.execute(sa.text("SET LOCAL work_mem = '64MB'"))
-                        await _refresh_range(conn, lo, hi)
+                        await _refresh_range(conn, lo, hi, passes)
                     chunks += 1
                     lo = hi
             async with conn.begin():
                 if dirty:  # an array, not one bind parameter per id: a long queue is one statement
                     await conn.execute(
                         sa.text("DELETE FROM observation_dirty WHERE id = ANY(:ids)"),
-                        {"ids": [i for i, _, _ in dirty]},
+                        {"ids": [i for i, _, _, _ in dirty]},
                     )
                 left = (int(ids[0] or 0), int(ids[1] or 0))
                 values = {"name": PROGRESS, "last_run_id": left[0], "last_score_id": left[1]}

@@ -39,7 +39,7 @@ async def settled_before(conn: AsyncConnection) -> datetime:
         return NONE
     dirty = await queued(conn)
     # A row at t belongs to an observation first scored in [t - span, t] (or moves one to t).
-    return min(lo for _, lo, _ in dirty) - PASS_SPAN if dirty else ALL
+    return min(lo for _, lo, _, _ in dirty) - PASS_SPAN if dirty else ALL
 
 
 def observed(

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from canary.storage.tables.base import Base
@@ -138,6 +138,9 @@ class ObservationDirtyRow(Base):
     id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
     lo: Mapped[datetime]
     hi: Mapped[datetime]
+    # The passes of the inserted rows, so a refresh regroups those alone; NULL (or a NULL
+    # element, a score whose run was not found) means every observation of the range.
+    passes: Mapped[list[uuid.UUID] | None] = mapped_column(ARRAY(UUID(as_uuid=True)))
 
 
 class RollupProgressRow(Base):
