@@ -75,6 +75,16 @@ def drop_database(server_url: str, url: str) -> None:
     admin.dispose()
 
 
+def database_at(server_url: str, revision: str) -> Iterator[str]:
+    """A new database migrated only up to ``revision`` (where a migration test starts), dropped after."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    ensure_database(server_url, name)
+    url = sqlalchemy_url(with_database(server_url, name))
+    migrate(url, revision)
+    yield url
+    drop_database(server_url, url)
+
+
 @pytest.fixture
 def db_url(pg_server: str) -> Iterator[str]:
     """A migrated database of this test's own."""

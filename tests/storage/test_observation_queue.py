@@ -4,7 +4,6 @@ and migration 0009 queues what the id-based refresh of 0008 had not read yet."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,9 +14,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from canary.storage import observations
-from canary.storage.engine import async_engine, ensure_database, migrate, sqlalchemy_url, with_database
+from canary.storage.engine import async_engine, migrate
 from canary.storage.tables import ObservationRow
-from tests.conftest import drop_database
+from tests.conftest import database_at
 from tests.seeding import add_cells, add_passes, add_probes
 
 pytestmark = pytest.mark.anyio
@@ -85,12 +84,7 @@ def test_stale_ranges_widen_by_a_pass_span_and_merge_overlaps() -> None:
 
 @pytest.fixture
 def db_at_0008(pg_server: str) -> Iterator[str]:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    ensure_database(pg_server, name)
-    url = sqlalchemy_url(with_database(pg_server, name))
-    migrate(url, "0008")
-    yield url
-    drop_database(pg_server, url)
+    yield from database_at(pg_server, "0008")
 
 
 async def test_migration_0009_queues_what_the_id_progress_had_not_read(db_at_0008: str) -> None:

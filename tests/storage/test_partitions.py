@@ -16,10 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from canary.config.sections import StorageSpec
 from canary.probing.completion import Completion, TokenLogprob
 from canary.storage import logprobs
-from canary.storage.engine import async_engine, ensure_database, migrate, sqlalchemy_url, with_database
+from canary.storage.engine import async_engine, migrate
 from canary.storage.partitions import day_partitions, maintain, partition_name
 from canary.storage.writes import RunResult, write_results
-from tests.conftest import drop_database
+from tests.conftest import database_at
 from tests.seeding import add_cells, add_passes, add_probes
 
 pytestmark = pytest.mark.anyio
@@ -35,12 +35,7 @@ SCORE_CONTENT = "SELECT id, run_id, target_id, probe_pk, metric, passed, created
 
 @pytest.fixture
 def db_at_0006(pg_server: str) -> Iterator[str]:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    ensure_database(pg_server, name)
-    url = sqlalchemy_url(with_database(pg_server, name))
-    migrate(url, "0006")
-    yield url
-    drop_database(pg_server, url)
+    yield from database_at(pg_server, "0006")
 
 
 async def seed(engine: AsyncEngine, start: datetime, end: datetime) -> None:
