@@ -34,16 +34,39 @@ from bench.service import (
     write_config,
 )
 
+HISTOGRAMS = ("canary_scheduler_lag_seconds", "canary_event_loop_lag_seconds")
+COUNTERS = ("canary_pass_timeouts_total", "canary_membership_errors_total")
 
-def merged_lag(ports: list[int]) -> dict[float, float]:
-    """The replicas' scheduler lag histograms summed: cumulative count per bucket bound."""
-    merged: dict[float, float] = {}
+
+def scrape(ports: list[int]) -> dict[str, dict[float, float]]:
+    """The replicas' lag histograms summed (cumulative count per bucket bound), and their counters
+    summed (under the bound 0)."""
+    merged: dict[str, dict[float, float]] = {name: {} for name in (*HISTOGRAMS, *COUNTERS)}
     for port in ports:
         # A saturated replica answers slowly; give it a minute rather than lose the run.
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=60).text
-        for le, count in lag_buckets(text):
-            merged[le] = merged.get(le, 0.0) + count
+        for name in HISTOGRAMS:
+            for le, count in lag_buckets(text, name):
+                merged[name][le] = merged[name].get(le, 0.0) + count
+        for line in text.splitlines():
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            if name in COUNTERS:
+                merged[name][0.0] = merged[name].get(0.0, 0.0) + float(line.rsplit(" ", 1)[1])
     return merged
+
+
+def window(before: dict[str, dict[float, float]], after: dict[str, dict[float, float]]) -> dict[str, Any]:
+    """What the replicas counted between two scrapes."""
+    out: dict[str, Any] = {}
+    for name, series in after.items():
+        buckets = sorted((le, count - before[name].get(le, 0.0)) for le, count in series.items())
+        out[name] = buckets if name in HISTOGRAMS else sum(count for _, count in buckets)
+    return out
+
+
+def cpu_s(procs: list[subprocess.Popen[bytes]]) -> float:
+    """User + system CPU seconds of the replicas so far."""
+    return sum(sum(psutil.Process(p.pid).cpu_times()[:2]) for p in procs)
 
 
 def run_replicas(
@@ -89,16 +112,18 @@ def run_replicas(
         # Steady state: the first passes (registration, connections, the start spread) are not
         # measured; counts at the window's start are subtracted from those at its end.
         time.sleep(args.warmup)
-        lag0 = merged_lag(ports)
+        scraped0 = scrape(ports)
         runs0, cpu0, t0 = stored_runs(url), postgres_cpu_s(pg_pid), time.perf_counter()
+        replica_cpu0 = cpu_s(procs)
         rss = [0.0] * replicas
         while time.perf_counter() - t0 < args.duration:
             time.sleep(1.0)
             for i, proc in enumerate(procs):
                 rss[i] = max(rss[i], psutil.Process(proc.pid).memory_info().rss / 2**20)
         elapsed = time.perf_counter() - t0
-        runs1, cpu1 = stored_runs(url), postgres_cpu_s(pg_pid)
-        merged = {le: count - lag0.get(le, 0.0) for le, count in merged_lag(ports).items()}
+        runs1, cpu1, replica_cpu1 = stored_runs(url), postgres_cpu_s(pg_pid), cpu_s(procs)
+        load = os.getloadavg()[0]
+        counted = window(scraped0, scrape(ports))
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -106,7 +131,7 @@ def run_replicas(
             proc.wait(timeout=90)
         upstream.terminate()
         upstream.join()
-    buckets = sorted(merged.items())
+    buckets, loop = counted["canary_scheduler_lag_seconds"], counted["canary_event_loop_lag_seconds"]
     stored = max(runs1 - runs0, 1)
     (detect_s,) = detection_rounds_s(url, [datetime.now(UTC)])
     total_runs = int(scalar(url, "SELECT count(*) FROM runs") or 1)
@@ -120,6 +145,13 @@ def run_replicas(
         "warmup_s": args.warmup,
         "measured_s": round(elapsed, 1),
         "db_cpu_ms_per_run": round(1000 * (cpu1 - cpu0) / stored, 3),
+        # What bounds a saturated configuration: the replicas' own CPU, and how late their loops woke.
+        "replica_cpu_ms_per_run": round(1000 * (replica_cpu1 - replica_cpu0) / stored, 2),
+        "replica_cpu_cores": round((replica_cpu1 - replica_cpu0) / elapsed, 2),
+        "loop_lag_p99_s": round(histogram_quantile(0.99, loop), 3),
+        "pass_timeouts": int(counted["canary_pass_timeouts_total"]),
+        "membership_errors": int(counted["canary_membership_errors_total"]),
+        "load_1m": round(load, 2),
         "detection_round_s": round(detect_s, 3),
         "rss_mb_per_replica": round(max(rss), 1),
         "bytes_per_run": round(float(scalar(url, SIZE) or 0) / total_runs, 1),
@@ -154,8 +186,11 @@ def grid(workdir: Path, server_url: str, pg_pid: int, args: argparse.Namespace) 
                 f"{cells:>6} cells x {replicas} replicas: lag p50 {f['lag_p50_s']:.3f} s p99"
                 f" {f['lag_p99_s']:.3f} s, {f['runs_per_s']:.1f} runs/s (configured"
                 f" {f['configured_per_s']:.1f}, x{f['runs_per_s_ratio']} of 1 replica), PostgreSQL"
-                f" {f['db_cpu_ms_per_run']:.2f} ms CPU/run, detection {f['detection_round_s']:.2f} s,"
-                f" RSS {f['rss_mb_per_replica']:.0f} MB/replica, {f['bytes_per_run']:.0f} B/run",
+                f" {f['db_cpu_ms_per_run']:.2f} ms CPU/run, replicas {f['replica_cpu_ms_per_run']:.1f} ms"
+                f" CPU/run ({f['replica_cpu_cores']:.2f} cores, loop lag p99 {f['loop_lag_p99_s']:.2f} s,"
+                f" {f['pass_timeouts']} pass timeouts), detection {f['detection_round_s']:.2f} s,"
+                f" RSS {f['rss_mb_per_replica']:.0f} MB/replica, {f['bytes_per_run']:.0f} B/run;"
+                f" load {f['load_1m']:.1f} on {os.cpu_count()} cores",
                 flush=True,
             )
     return results

@@ -107,10 +107,10 @@ def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
     return prev_le
 
 
-def lag_buckets(metrics_text: str) -> list[tuple[float, float]]:
+def lag_buckets(metrics_text: str, name: str = "canary_scheduler_lag_seconds") -> list[tuple[float, float]]:
     out = []
     for line in metrics_text.splitlines():
-        if line.startswith("canary_scheduler_lag_seconds_bucket"):
+        if line.startswith(f"{name}_bucket"):
             le = line.split('le="', 1)[1].split('"', 1)[0]
             out.append((float(le), float(line.rsplit(" ", 1)[1])))
     return out
