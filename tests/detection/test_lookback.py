@@ -71,3 +71,19 @@ async def test_kept_lookback_equals_a_full_read_across_rounds(engine: AsyncEngin
         used.append(kept)
         assert same(got, full) and got
     assert used == [False, True, True, True, False]
+
+
+def test_merged_blocks_keep_each_stream_in_order_and_drop_the_empty() -> None:
+    def obs(*at: int) -> lookback.Observations:
+        a = np.array(at, dtype=np.int64)
+        return lookback.Observations(a, a + 1, a + 2, a + 3, a + 4)
+
+    head = ([(2, "x"), (1, "x")], np.array([0, 0, 1]), obs(10, 11, 20))
+    tail = ([(1, "x"), (3, "y")], np.array([0, 1, 1]), obs(21, 30, 31))
+    merged = lookback._merge([head, tail])
+    assert merged.keys == [(1, "x"), (2, "x"), (3, "y")]
+    got = {k: v.at_us.tolist() for k, v in merged.streams().items()}
+    assert got == {(1, "x"): [20, 21], (2, "x"): [10, 11], (3, "y"): [30, 31]}
+    kept = np.array([True, True, False, False, True, True])  # (2, "x") left the look-back
+    inner = lookback._Block(merged.keys, merged.owner[kept], obs(*merged.all.at_us[kept].tolist()))
+    assert list(lookback._without_empty(inner).streams()) == [(1, "x"), (3, "y")]
