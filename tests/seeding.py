@@ -116,3 +116,24 @@ async def add_passes(
     ]
     await conn.execute(sa.insert(ScoreRow), scores)
     return len(runs)
+
+
+async def seed_cells(
+    conn: AsyncConnection,
+    cells: list[str],
+    probe_count: int,
+    start: datetime,
+    end: datetime,
+    step: timedelta,
+    rates: Mapping[str, Rate],
+    rng: np.random.Generator,
+) -> tuple[dict[str, int], list[int]]:
+    """``cells`` and ``probe_count`` probes, each cell with a pass every ``step`` in ``[start, end)``.
+
+    Returns (cell -> target id, probe pks).
+    """
+    ids = await add_cells(conn, cells)
+    probes = await add_probes(conn, probe_count)
+    for tid in ids.values():
+        await add_passes(conn, tid, probes, start, end, step, rates, rng)
+    return ids, probes

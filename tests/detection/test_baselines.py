@@ -13,7 +13,7 @@ from canary.detection import baselines
 from canary.detection.baselines import baseline_sums
 from canary.detection.queries import totals
 from canary.storage import observations
-from tests.seeding import add_cells, add_passes, add_probes
+from tests.seeding import add_passes, seed_cells
 
 pytestmark = pytest.mark.anyio
 
@@ -39,12 +39,9 @@ async def kept(
 async def test_kept_hours_equal_fresh_totals_across_rounds(engine: AsyncEngine) -> None:
     rng = np.random.default_rng(7)
     async with engine.begin() as conn:
-        cells = await add_cells(conn, ["m/p/a", "m/p/b"])
-        probes = await add_probes(conn, 2)
-        for tid in cells.values():
-            await add_passes(
-                conn, tid, probes, NOW - timedelta(hours=12), NOW, timedelta(minutes=20), RATES, rng
-            )
+        cells, probes = await seed_cells(
+            conn, ["m/p/a", "m/p/b"], 2, NOW - timedelta(hours=12), NOW, timedelta(minutes=20), RATES, rng
+        )
     since, until = NOW - timedelta(hours=9, minutes=10), NOW - timedelta(hours=2, minutes=5)
     hits = []
     for step, minutes in enumerate([0, 1, 2, 60, 61]):
@@ -76,12 +73,9 @@ async def test_kept_hours_equal_fresh_totals_across_rounds(engine: AsyncEngine) 
 async def test_kept_totals_of_a_moving_window_equal_fresh_totals(engine: AsyncEngine) -> None:
     rng = np.random.default_rng(9)
     async with engine.begin() as conn:
-        cells = await add_cells(conn, ["m/p/a", "m/p/b"])
-        probes = await add_probes(conn, 2)
-        for tid in cells.values():
-            await add_passes(
-                conn, tid, probes, NOW - timedelta(hours=4), NOW, timedelta(minutes=7), RATES, rng
-            )
+        cells, probes = await seed_cells(
+            conn, ["m/p/a", "m/p/b"], 2, NOW - timedelta(hours=4), NOW, timedelta(minutes=7), RATES, rng
+        )
     now = NOW
     for step in range(6):
         if step:

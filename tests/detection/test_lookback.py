@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from canary.detection import lookback
 from canary.storage import observations
-from tests.seeding import add_cells, add_passes, add_probes
+from tests.seeding import add_passes, seed_cells
 
 pytestmark = pytest.mark.anyio
 
@@ -47,10 +47,9 @@ def same(a: Streams, b: Streams) -> bool:
 async def test_kept_lookback_equals_a_full_read_across_rounds(engine: AsyncEngine) -> None:
     rng = np.random.default_rng(17)
     async with engine.begin() as conn:
-        cells = await add_cells(conn, ["m/p/a", "m/p/b"])
-        probes = await add_probes(conn, 2)
-        for tid in cells.values():
-            await add_passes(conn, tid, probes, NOW - timedelta(hours=9), NOW, STEP, RATES, rng)
+        cells, probes = await seed_cells(
+            conn, ["m/p/a", "m/p/b"], 2, NOW - timedelta(hours=9), NOW, STEP, RATES, rng
+        )
     used = []
     now = NOW
     for step in range(5):

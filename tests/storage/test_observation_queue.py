@@ -17,7 +17,7 @@ from canary.storage import observations
 from canary.storage.engine import async_engine, migrate
 from canary.storage.tables import ObservationRow
 from tests.conftest import database_at
-from tests.seeding import add_cells, add_passes, add_probes
+from tests.seeding import add_cells, add_passes, add_probes, seed_cells
 
 pytestmark = pytest.mark.anyio
 
@@ -58,8 +58,9 @@ async def test_rows_committed_after_a_refresh_with_lower_ids_count_in_the_next(e
     # A slow writer takes its ids first and commits last, after a refresh has read a later writer's.
     slow = await engine.connect()
     slow_tx = await slow.begin()
-    await add_passes(slow, cells["m/p/b"], probes, NOW - timedelta(hours=3), NOW - timedelta(hours=2), STEP,
-                     RATES, rng)  # fmt: skip
+    await add_passes(
+        slow, cells["m/p/b"], probes, NOW - timedelta(hours=3), NOW - timedelta(hours=2), STEP, RATES, rng
+    )
     async with engine.begin() as conn:
         await add_passes(conn, cells["m/p/a"], probes, NOW - timedelta(hours=1), NOW, STEP, RATES, rng)
     try:
@@ -92,11 +93,16 @@ async def test_migration_0009_queues_what_the_id_progress_had_not_read(db_at_000
     try:
         rng = np.random.default_rng(13)
         async with engine.begin() as conn:
-            cells = await add_cells(conn, ["m/p/a", "m/p/b"])
-            probes = await add_probes(conn, 2)
-            for tid in cells.values():
-                await add_passes(conn, tid, probes, NOW - timedelta(hours=8), NOW - timedelta(hours=2), STEP,
-                                 RATES, rng)  # fmt: skip
+            cells, probes = await seed_cells(
+                conn,
+                ["m/p/a", "m/p/b"],
+                2,
+                NOW - timedelta(hours=8),
+                NOW - timedelta(hours=2),
+                STEP,
+                RATES,
+                rng,
+            )
             # What 0008's refresh left: the observations so far and the highest ids it read.
             lo, hi = NOW - timedelta(days=1), NOW
             columns = ["target_id", "metric", "probe_pk", "pass_id", "n", "failures", "at"]

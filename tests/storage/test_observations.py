@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from canary.detection.queries import totals
 from canary.storage import observations
 from canary.storage.tables import RunRow, ScoreRow
-from tests.seeding import add_cells, add_passes, add_probes
+from tests.seeding import add_passes, seed_cells
 
 pytestmark = pytest.mark.anyio
 
@@ -41,11 +41,16 @@ async def test_incremental_refresh_equals_regrouping_and_a_late_repeat_moves_its
 ) -> None:
     rng = np.random.default_rng(3)
     async with engine.begin() as conn:
-        cells = await add_cells(conn, ["m/p/a", "m/p/b"])
-        probes = await add_probes(conn, 3)
-        for tid in cells.values():
-            await add_passes(conn, tid, probes, NOW - timedelta(hours=30), NOW - timedelta(hours=2),
-                             timedelta(minutes=10), RATES, rng)  # fmt: skip
+        cells, probes = await seed_cells(
+            conn,
+            ["m/p/a", "m/p/b"],
+            3,
+            NOW - timedelta(hours=30),
+            NOW - timedelta(hours=2),
+            timedelta(minutes=10),
+            RATES,
+            rng,
+        )
     assert await observations.refresh(engine) > 0
     first = await stored(engine)
     assert first == await regrouped(engine)

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from canary.storage import observations
 from canary.storage.observed import ALL, NONE, observed, settled_before
-from tests.seeding import add_cells, add_passes, add_probes
+from tests.seeding import add_passes, seed_cells
 
 pytestmark = pytest.mark.anyio
 
@@ -39,11 +39,16 @@ async def truth(engine: AsyncEngine) -> set[tuple[Any, ...]]:
 async def test_observed_rows_are_the_refreshed_ones_in_every_state_of_the_table(engine: AsyncEngine) -> None:
     rng = np.random.default_rng(5)
     async with engine.begin() as conn:
-        cells = await add_cells(conn, ["m/p/a", "m/p/b"])
-        probes = await add_probes(conn, 2)
-        for tid in cells.values():
-            await add_passes(conn, tid, probes, NOW - timedelta(hours=6), NOW - timedelta(hours=2),
-                             timedelta(minutes=10), RATES, rng)  # fmt: skip
+        cells, probes = await seed_cells(
+            conn,
+            ["m/p/a", "m/p/b"],
+            2,
+            NOW - timedelta(hours=6),
+            NOW - timedelta(hours=2),
+            timedelta(minutes=10),
+            RATES,
+            rng,
+        )
     settled, never = await read(engine)
     assert settled == NONE and never  # never refreshed: all from the raw rows
     expected = await truth(engine)

@@ -20,7 +20,7 @@ from canary.storage.engine import async_engine, migrate
 from canary.storage.partitions import day_partitions, maintain, partition_name
 from canary.storage.writes import RunResult, write_results
 from tests.conftest import database_at
-from tests.seeding import add_cells, add_passes, add_probes
+from tests.seeding import add_cells, add_probes, seed_cells
 
 pytestmark = pytest.mark.anyio
 
@@ -41,19 +41,8 @@ def db_at_0006(pg_server: str) -> Iterator[str]:
 async def seed(engine: AsyncEngine, start: datetime, end: datetime) -> None:
     rng = np.random.default_rng(7)
     async with engine.begin() as conn:
-        cells = await add_cells(conn, ["m/p/a", "m/p/b"])
-        probes = await add_probes(conn, 2)
-        for tid in cells.values():
-            await add_passes(
-                conn,
-                tid,
-                probes,
-                start,
-                end,
-                timedelta(hours=2),
-                {"answered": 0.2, "unexpected_script": 0.1},
-                rng,
-            )
+        rates = {"answered": 0.2, "unexpected_script": 0.1}
+        await seed_cells(conn, ["m/p/a", "m/p/b"], 2, start, end, timedelta(hours=2), rates, rng)
 
 
 async def test_migration_0007_moves_every_run_and_score_into_day_partitions(db_at_0006: str) -> None:
