@@ -10,6 +10,7 @@ import signal
 import time
 
 from bench._fault_replicas import (
+    CELLS,
     detection_steps,
     freeze_leader,
     kill_replica_with_cells,
@@ -28,7 +29,7 @@ SLACK_S = 3.0
 def test_a_killed_replicas_cells_are_probed_again_within_two_heartbeats_and_never_twice_at_once(
     db_url: str,
 ) -> None:
-    with replica_fleet(db_url, replicas=2, cells=8, heartbeat_s=HEARTBEAT_S, lease_s=LEASE_S) as fleet:
+    with replica_fleet(db_url, replicas=2, cells=CELLS, heartbeat_s=HEARTBEAT_S, lease_s=LEASE_S) as fleet:
         time.sleep(1.0)
         killed, cells = kill_replica_with_cells(fleet)
         assert cells
@@ -36,15 +37,16 @@ def test_a_killed_replicas_cells_are_probed_again_within_two_heartbeats_and_neve
         assert seconds < 2 * HEARTBEAT_S + SLACK_S, seconds
         (survivor,) = [r for r in fleet.replicas if r.proc.poll() is None]
         wait_for(
-            lambda: fleet.claims() == {survivor.id: {f"m/p/c{i:02d}" for i in range(8)}}, "all cells moved"
+            lambda: fleet.claims() == {survivor.id: {f"m/p/c{i:02d}" for i in range(CELLS)}},
+            "all cells moved",
         )
-        assert survivor.metric("canary_replica_cells") == 8
+        assert survivor.metric("canary_replica_cells") == CELLS
         overlaps = [(cell, round(t - killed, 2)) for cell, t in fleet.upstream.overlaps]
         assert not overlaps, f"probed twice at once (cell, seconds after the kill): {overlaps}"
 
 
 def test_a_frozen_leader_loses_leadership_and_after_waking_does_not_act_as_leader(db_url: str) -> None:
-    with replica_fleet(db_url, replicas=2, cells=4, heartbeat_s=HEARTBEAT_S, lease_s=LEASE_S) as fleet:
+    with replica_fleet(db_url, replicas=2, cells=CELLS, heartbeat_s=HEARTBEAT_S, lease_s=LEASE_S) as fleet:
         wait_for(lambda: fleet.leader() is not None, "a replica leads")
         freeze = freeze_leader(fleet)  # returns once another replica has completed a detection round
         old, frozen = freeze.leader, freeze.at

@@ -98,7 +98,9 @@ def cells(service: Service) -> set[str]:
 async def test_replicas_without_a_shard_share_the_cells_and_take_over_a_stopped_ones(
     db_url: str, engine: AsyncEngine, make_config: MakeConfig
 ) -> None:
-    config, catalog = make_config({f"pool{i}": "ok" for i in range(8)}, service=FAST)
+    # 16 cells: replica ids are random, and rendezvous hashing gives one of the two every cell
+    # with chance 2 / 2**cells (1 in 128 at 8 cells, 3 in 100,000 at 16).
+    config, catalog = make_config({f"pool{i}": "ok" for i in range(16)}, service=FAST)
     every = {t.cell for t in config.targets}
     ran: list[str] = []
     a = replica(config, catalog, db_url, None, ran, "a")
