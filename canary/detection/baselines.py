@@ -7,7 +7,10 @@ rows at 1,000 cells, most of a round's reading) and the partial hours at either 
 and used again while every refresh since was this process's own (the progress each found is the
 one the previous left, :data:`canary.storage.observations.REFRESHED`):
 
-- the whole hours' sums, while the hour range is the same and no refresh recomputed one of them;
+- the whole hours' sums, in two parts: the last hour (:data:`RECENT`, which a refresh of new
+  rows recomputes while it is young) and the hours before it. The older part moves with the
+  range (the hours that left taken away, those that joined added, one hour at a new hour) while
+  no refresh recomputed one of its hours; the last hour is read again when one did;
 - the edges' sums, moved with the range: the rows that left the start taken away, the rows that
   reached the end added, while no refresh recomputed observations inside either edge.
 
@@ -35,15 +38,20 @@ OBS: sa.Table = ObservationRow.__table__  # type: ignore[assignment]
 HOURS: sa.Table = ObservationHourRow.__table__  # type: ignore[assignment]
 
 
+RECENT = timedelta(hours=1)  # the whole hours kept apart: those a refresh of new rows touches
+
+
 @dataclass
 class _Kept:
     since: datetime
     until: datetime
-    hours: tuple[datetime, datetime]
+    hours: tuple[datetime, datetime, datetime]  # lo, mid, hi: whole hours [lo, mid) and [mid, hi)
     valid_after: Refreshed  # the latest refresh these sums are known to hold after
-    whole: Sums
+    early: Sums  # hours[0] <= hour < hours[1]
+    late: Sums  # hours[1] <= hour < hours[2]
+    whole: Sums  # early and late together
     lower: Sums  # since < at < hours[0]
-    upper: Sums  # hours[1] <= at <= until
+    upper: Sums  # hours[2] <= at <= until
 
 
 _KEPT: weakref.WeakKeyDictionary[sa.Engine, dict[str, _Kept]] = weakref.WeakKeyDictionary()
@@ -83,21 +91,24 @@ def _obs_sums(*where: sa.ColumnElement[bool]) -> sa.Select[Any]:
     )
 
 
-def _add(a: Sums, b: Sums, sign: int = 1) -> Sums:
+def _add(a: Sums, *parts: Sums, sign: int = 1) -> Sums:
+    """``a`` plus (``sign`` 1) or less (-1) each of ``parts``, in one copy of ``a`` (copied at C
+    speed; the parts, the smaller sums, are added in Python)."""
     out = dict(a)
-    for key, t in b.items():
-        before = out.get(key)
-        if before is None:
-            total = t if sign == 1 else (-t[0], -t[1], -t[2], -t[3])
-        else:
-            total = (
-                before[0] + sign * t[0], before[1] + sign * t[1],
-                before[2] + sign * t[2], before[3] + sign * t[3],
-            )  # fmt: skip
-        if total[0]:
-            out[key] = total
-        else:
-            out.pop(key, None)  # no observation left: a fresh read has no row for it
+    for b in parts:
+        for key, t in b.items():
+            before = out.get(key)
+            if before is None:
+                total = t if sign == 1 else (-t[0], -t[1], -t[2], -t[3])
+            else:
+                total = (
+                    before[0] + sign * t[0], before[1] + sign * t[1],
+                    before[2] + sign * t[2], before[3] + sign * t[3],
+                )  # fmt: skip
+            if total[0]:
+                out[key] = total
+            else:
+                out.pop(key, None)  # no observation left: a fresh read has no row for it
     return out
 
 
@@ -129,25 +140,52 @@ async def kept_totals(conn: AsyncConnection, name: str, since: datetime, until: 
     kept = _KEPT.get(engine, {}).get(name)
     old = kept if _follows(kept, refreshed) else None
     ranges = refreshed.ranges if refreshed is not None else ()
-    if old is not None and old.hours == (lo, hi) and not _touched(ranges, lo, hi):
-        whole = old.whole
-    else:
-        whole = await _sums(conn, _hour_sums(lo, hi))
+    hours = (lo, max(lo, hi - RECENT), hi)
+    early, late = await _whole_hours(conn, old, hours, ranges)
+    kept_whole = old is not None and old.early is early and old.late is late
+    whole = old.whole if old is not None and kept_whole else _add(early, late)
     if old is not None and old.hours[0] == lo and since >= old.since and not _touched(ranges, old.since, lo):
         gone = await _sums(conn, _obs_sums(OBS.c.at > old.since, OBS.c.at <= since))
-        lower = _add(old.lower, gone, -1)
+        lower = _add(old.lower, gone, sign=-1)
     else:
         lower = await _sums(conn, _obs_sums(OBS.c.at > since, OBS.c.at < lo))
-    if old is not None and old.hours[1] == hi and until >= old.until and not _touched(ranges, hi, old.until):
+    if old is not None and old.hours[2] == hi and until >= old.until and not _touched(ranges, hi, old.until):
         reached = await _sums(conn, _obs_sums(OBS.c.at > old.until, OBS.c.at <= until))
         upper = _add(old.upper, reached)
     else:
         upper = await _sums(conn, _obs_sums(OBS.c.at >= hi, OBS.c.at <= until))
     if refreshed is not None:
-        _KEPT.setdefault(engine, {})[name] = _Kept(since, until, (lo, hi), refreshed, whole, lower, upper)
+        _KEPT.setdefault(engine, {})[name] = _Kept(
+            since, until, hours, refreshed, early, late, whole, lower, upper
+        )
     else:
         _KEPT.get(engine, {}).pop(name, None)
-    return _add(_add(whole, lower), upper)
+    return _add(whole, lower, upper)
+
+
+async def _whole_hours(
+    conn: AsyncConnection,
+    old: _Kept | None,
+    hours: tuple[datetime, datetime, datetime],
+    ranges: Iterable[tuple[datetime, datetime]],
+) -> tuple[Sums, Sums]:
+    """The whole hours' sums over ``[lo, mid)`` and ``[mid, hi)`` (``hours``), from ``old``'s where
+    no refresh since recomputed them: the older part moved by the hours that left and joined."""
+    lo, mid, hi = hours
+    ranges = tuple(ranges)
+    if old is not None and old.hours[0] <= lo <= old.hours[1] <= mid and not _touched(ranges, *old.hours[:2]):
+        early = old.early
+        if lo > old.hours[0]:
+            early = _add(early, await _sums(conn, _hour_sums(old.hours[0], lo)), sign=-1)
+        if mid > old.hours[1]:
+            early = _add(early, await _sums(conn, _hour_sums(old.hours[1], mid)))
+    else:
+        early = await _sums(conn, _hour_sums(lo, mid)) if lo < mid else {}
+    if old is not None and old.hours[1:] == (mid, hi) and not _touched(ranges, mid, hi):
+        late = old.late
+    else:
+        late = await _sums(conn, _hour_sums(mid, hi))
+    return early, late
 
 
 async def baseline_sums(

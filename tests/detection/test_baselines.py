@@ -4,9 +4,11 @@ also when a late pass rewrites a kept hour or another writer refreshes."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from canary.detection import baselines
@@ -36,6 +38,18 @@ async def kept(
         return await baseline_sums(conn, since, until)
 
 
+def hour_reads(engine: AsyncEngine) -> list[tuple[int, int]]:
+    """The whole-hour ranges read from ``observation_rollup_hour`` from now on, as hours of NOW's day."""
+    reads: list[tuple[int, int]] = []
+
+    @sa.event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def record(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+        if statement.lstrip().startswith("SELECT") and "FROM observation_rollup_hour" in statement:
+            reads.append((params["hour_1"].hour, params["hour_2"].hour))
+
+    return reads
+
+
 async def test_kept_hours_equal_fresh_totals_across_rounds(engine: AsyncEngine) -> None:
     rng = np.random.default_rng(7)
     async with engine.begin() as conn:
@@ -43,7 +57,8 @@ async def test_kept_hours_equal_fresh_totals_across_rounds(engine: AsyncEngine) 
             conn, ["m/p/a", "m/p/b"], 2, NOW - timedelta(hours=12), NOW, timedelta(minutes=20), RATES, rng
         )
     since, until = NOW - timedelta(hours=9, minutes=10), NOW - timedelta(hours=2, minutes=5)
-    hits = []
+    reads = hour_reads(engine)
+    read_per_step = []
     for step, minutes in enumerate([0, 1, 2, 60, 61]):
         shift = timedelta(minutes=minutes)
         if step == 2:  # a late pass inside the kept hours
@@ -52,22 +67,43 @@ async def test_kept_hours_equal_fresh_totals_across_rounds(engine: AsyncEngine) 
                 await add_passes(conn, cells["m/p/a"], probes, late, late + timedelta(minutes=1),
                                  timedelta(minutes=20), {"answered": 1.0}, rng)  # fmt: skip
         await observations.refresh(engine)
-        before = baselines._KEPT[engine.sync_engine]["baseline"].whole if step else None
+        reads.clear()
         got = await kept(engine, since + shift, until + shift)
-        hits.append(before is not None and baselines._KEPT[engine.sync_engine]["baseline"].whole is before)
+        read_per_step.append(list(reads))
         assert got == await fresh(engine, since + shift, until + shift)
-    # Kept, then re-read when a late pass rewrote one of them, then for a new hour, then kept.
-    assert hits == [False, True, False, False, True]
+    # The hours 03-10 (the last, 09-10, apart): read; kept; the older ones read again when a late
+    # pass rewrote one of them; at a new hour (04-11) moved by the hour that left (03) and the one
+    # that joined (09), and the new last hour read; kept.
+    assert read_per_step == [[(3, 9), (9, 10)], [], [(3, 9)], [(3, 4), (9, 10), (10, 11)], []]
     # Another writer's refresh (its progress, not ours): the kept hours are not trusted.
     await observations.refresh(engine)
     observations.REFRESHED[engine.sync_engine] = observations.Refreshed(
         (0, 0), observations.REFRESHED[engine.sync_engine].left, None
     )
-    before = baselines._KEPT[engine.sync_engine]["baseline"].whole
-    assert await kept(engine, since + shift, until + shift) == await fresh(
-        engine, since + shift, until + shift
-    )
-    assert baselines._KEPT[engine.sync_engine]["baseline"].whole is not before
+    reads.clear()
+    got = await kept(engine, since + shift, until + shift)
+    assert reads == [(4, 10), (10, 11)]
+    assert got == await fresh(engine, since + shift, until + shift)
+
+
+async def test_a_late_pass_in_the_last_hour_rereads_that_hour_alone(engine: AsyncEngine) -> None:
+    rng = np.random.default_rng(8)
+    async with engine.begin() as conn:
+        cells, probes = await seed_cells(
+            conn, ["m/p/a", "m/p/b"], 2, NOW - timedelta(hours=12), NOW, timedelta(minutes=20), RATES, rng
+        )
+    since, until = NOW - timedelta(hours=9, minutes=10), NOW - timedelta(hours=2, minutes=5)
+    await observations.refresh(engine)
+    await kept(engine, since, until)
+    async with engine.begin() as conn:  # inside the last whole hour, 09-10
+        late = NOW - timedelta(hours=2, minutes=40)
+        await add_passes(conn, cells["m/p/b"], probes, late, late + timedelta(minutes=1),
+                         timedelta(minutes=20), {"answered": 1.0}, rng)  # fmt: skip
+    await observations.refresh(engine)
+    reads = hour_reads(engine)
+    got = await kept(engine, since, until)
+    assert reads == [(9, 10)]
+    assert got == await fresh(engine, since, until)
 
 
 async def test_kept_totals_of_a_moving_window_equal_fresh_totals(engine: AsyncEngine) -> None:
