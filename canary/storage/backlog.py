@@ -7,6 +7,12 @@ a spool file (:mod:`canary.storage.spool`) that also survives a restart. While a
 queued, new batches queue behind it, so runs reach the database in the order they completed.
 :meth:`ResultBacklog.run` writes the queue head first, retrying with backoff.
 
+Group commit: batches that arrive while the writers (``max_writers``) are busy are written
+together in one transaction (up to ``GROUP_RUNS`` runs), not one each: the first batch of a group
+waits for a writer and writes the group; the others wait for its outcome. A lone batch is written
+at once, as before. An outage queues every batch of the group, in arrival order; a refused group
+is retried batch by batch, so only the batch at fault raises, to its own caller.
+
 Exactly once: a batch is one transaction, so it is stored whole or not at all; a queued batch
 (whose earlier attempt may have committed before the connection broke) skips the runs already
 stored, found by their natural key (:func:`unstored`).
@@ -21,6 +27,7 @@ import logging
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +46,7 @@ RETRY_MIN_S, RETRY_MAX_S = 0.5, 5.0
 DEFAULT_MEMORY_RUNS = 2_000
 DEFAULT_WRITERS = 5  # concurrent direct writes; the service gives its pool size (the pool allows twice)
 DRAIN_RUNS = 500  # runs per transaction when writing the backlog
+GROUP_RUNS = DRAIN_RUNS  # runs per group commit of direct writes (a longer wait opens the next group)
 DROP_REASONS = {
     "expired": "the database was unreachable for longer than the backlog's bound (service.outage_buffer_s)",
     "rejected": "the database refused them",
@@ -76,6 +84,33 @@ async def unstored(conn: AsyncConnection, batch: Sequence[RunResult]) -> list[Ru
     )  # fmt: skip
     stored = {(p, t, pk, i, s or "", at) for p, t, pk, i, s, at in rows.all()}
     return [r for r in batch if run_key(r) not in stored]
+
+
+@dataclass(eq=False)
+class WriteGroup:
+    """Batches written in one transaction by the task that opened the group (group commit).
+
+    Batches ``[0, settled)`` are finished: stored, queued, or refused (``errors[i]`` set);
+    ``done`` is set once all are, and every waiting caller then reads its own outcome.
+    """
+
+    batches: list[Sequence[RunResult]] = field(default_factory=list)
+    errors: list[Exception | None] = field(default_factory=list)
+    runs: int = 0
+    settled: int = 0
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+    def join(self, runs: Sequence[RunResult]) -> int:
+        """Add a batch; returns its index (its caller's outcome is ``errors[index]``)."""
+        self.batches.append(runs)
+        self.errors.append(None)
+        self.runs += len(runs)
+        return len(self.batches) - 1
+
+    def outcome(self, index: int) -> None:
+        """Raise what the database said of batch ``index``, if it refused it."""
+        if (error := self.errors[index]) is not None:
+            raise error
 
 
 class ResultBacklog:
@@ -116,6 +151,7 @@ class ResultBacklog:
         self.wake = anyio.Event()
         self.writing = anyio.Lock()
         self.isolate = False  # write the head batch alone next: a group of batches was refused
+        self.open_group: WriteGroup | None = None  # direct writes waiting for a writer: later ones join
         if self.spool is not None and self.spool.pending_runs:
             log.warning("%d results spooled by an earlier run are waiting for the database", self.runs)
 
@@ -144,20 +180,88 @@ class ResultBacklog:
     async def store(self, runs: Sequence[RunResult]) -> None:
         """Write ``runs`` (one pass's batch) now, or queue them if the database is unreachable.
 
+        While the writers are busy, the batch joins the open group (or opens one) and is written
+        in that group's transaction. Shielded from cancellation: a batch handed over is stored,
+        queued or refused before this returns (the group's other callers wait on its writer).
         Raises only what the database says of the data itself (never for an outage).
         """
         if not runs:
             return
-        if not self.runs:
+        if self.runs:  # queued behind what is waiting, so runs reach the database in order
+            self._enqueue(Batch(list(runs), self.clock()))
+            self.wake.set()
+            return
+        group = self.open_group
+        if group is not None and group.runs + len(runs) <= GROUP_RUNS:
+            index = group.join(runs)
+            with anyio.CancelScope(shield=True):
+                await group.done.wait()
+            group.outcome(index)
+            return
+        group = self.open_group = WriteGroup()
+        group.join(runs)
+        with anyio.CancelScope(shield=True):  # the group's followers depend on this task finishing it
             try:
                 async with self.writers:
-                    await self._write(runs, check_stored=False)
+                    if self.open_group is group:
+                        self.open_group = None  # closed: later batches open the next group
+                    await self._write_group(group)
+            finally:
+                if self.open_group is group:
+                    self.open_group = None
+                # All settled, unless interrupted (KeyboardInterrupt): then the rest is queued, not lost.
+                self._queue_rest(group)
+                group.done.set()
+        group.outcome(0)
+
+    async def _write_group(self, group: WriteGroup) -> None:
+        """Write a closed group (holding a writer), settling each of its batches.
+
+        1. Something was queued while the group waited (another write found the database away):
+           the group queues behind it, in order.
+        2. One transaction for all the group's runs; stored: done.
+        3. Unreachable: every batch joins the backlog, in arrival order.
+        4. Refused (more than one batch): each batch alone, in order, so that only the batch at
+           fault is refused (its error goes to its own caller); nothing of the group was committed.
+        """
+        if self.runs:
+            self._queue_rest(group)
+            return
+        try:
+            await self._write([r for batch in group.batches for r in batch], check_stored=False)
+            group.settled = len(group.batches)
+            return
+        except Exception as exc:
+            if unreachable(exc):
+                self._queue_rest(group, exc)
                 return
+            if len(group.batches) == 1:
+                group.errors[0] = exc
+                group.settled = 1
+                return
+        for index, batch in enumerate(group.batches):
+            if self.runs:  # an outage during the retries: the rest goes behind what it queued
+                self._queue_rest(group)
+                return
+            try:
+                await self._write(batch, check_stored=False)
             except Exception as exc:
-                if not unreachable(exc):
-                    raise
-                log.warning("database unreachable (%s): keeping results until it returns", type(exc).__name__)
-        self._enqueue(Batch(list(runs), self.clock()))
+                if unreachable(exc):
+                    self._queue_rest(group, exc)
+                    return
+                group.errors[index] = exc
+            group.settled = index + 1
+
+    def _queue_rest(self, group: WriteGroup, exc: BaseException | None = None) -> None:
+        """Queue the group's unsettled batches, in order (the database is away, or they must wait)."""
+        if group.settled == len(group.batches):
+            return
+        if exc is not None:
+            log.warning("database unreachable (%s): keeping results until it returns", type(exc).__name__)
+        now = self.clock()
+        for batch in group.batches[group.settled :]:
+            self._enqueue(Batch(list(batch), now))
+        group.settled = len(group.batches)
         self.wake.set()
 
     async def run(self) -> None:

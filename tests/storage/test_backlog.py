@@ -1,5 +1,6 @@
 """The result backlog against a real PostgreSQL: exactly once after an ambiguous commit, a spool
-that survives a restart, memory then file, and a bound that drops whole passes, counted."""
+that survives a restart, memory then file, a bound that drops whole passes, counted, and group
+commit of passes that end together (once each, a refusal to its own caller, an outage queued)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import anyio
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -152,3 +154,102 @@ async def test_a_batch_the_database_refuses_is_dropped_alone_and_the_others_are_
     assert await backlog.drain(10)
     assert drops == [("rejected", 2)]
     assert await stored(engine) == [(r.pass_id, r.repeat_index) for r in good + later]
+
+
+def count_commits(engine: AsyncEngine) -> list[int]:
+    """A counter of the transactions ``engine`` commits from now on."""
+    commits = [0]
+
+    def on_commit(conn: sa.Connection) -> None:
+        commits[0] += 1
+
+    sa.event.listen(engine.sync_engine, "commit", on_commit)
+    return commits
+
+
+async def store_all_while_the_writer_is_busy(
+    backlog: ResultBacklog, passes: list[list[RunResult]]
+) -> dict[int, Exception]:
+    """Start ``store`` for every pass while the test holds the only writer, then let it go.
+
+    Returns each caller's exception by pass index. Every store has joined the open group (all
+    blocked) before the writer is released, so the grouping is deterministic.
+    """
+    errors: dict[int, Exception] = {}
+
+    async def store(index: int) -> None:
+        try:
+            await backlog.store(passes[index])
+        except sa.exc.IntegrityError as exc:
+            errors[index] = exc
+
+    await backlog.writers.acquire()
+    async with anyio.create_task_group() as tg:
+        for index in range(len(passes)):
+            tg.start_soon(store, index)
+        await anyio.wait_all_tasks_blocked()
+        backlog.writers.release()
+    return errors
+
+
+async def test_passes_stored_together_are_each_stored_once_whole_in_fewer_transactions(
+    engine: AsyncEngine,
+) -> None:
+    tid, pk = await cell(engine)
+    passes = [a_pass(tid, pk, 3, T0 + timedelta(minutes=m)) for m in range(50)]
+    backlog = ResultBacklog(engine, None, max_writers=1)
+    commits = count_commits(engine)
+    async with anyio.create_task_group() as tg:  # started together, as passes of many cells end
+        for runs in passes:
+            tg.start_soon(backlog.store, runs)
+    assert 1 <= commits[0] < len(passes)
+    expected = [(r.pass_id, r.repeat_index) for runs in passes for r in runs]
+    assert sorted(await stored(engine)) == sorted(expected)
+    assert backlog.runs == 0 and not backlog.dropped
+
+
+async def test_a_refused_batch_in_a_group_raises_to_its_caller_only_and_the_others_are_stored(
+    engine: AsyncEngine,
+) -> None:
+    tid, pk = await cell(engine)
+    passes = [a_pass(tid, pk, 2, T0 + timedelta(minutes=m)) for m in range(5)]
+    passes[2] = a_pass(tid + 1000, pk, 2, T0 + timedelta(minutes=2))  # no such cell: a foreign key refuses it
+    backlog = ResultBacklog(engine, None, max_writers=1)
+    errors = await store_all_while_the_writer_is_busy(backlog, passes)
+    assert list(errors) == [2]
+    good = [runs for index, runs in enumerate(passes) if index != 2]
+    expected = [(r.pass_id, r.repeat_index) for runs in good for r in runs]
+    assert sorted(await stored(engine)) == sorted(expected)
+    assert backlog.runs == 0
+
+
+async def test_a_group_during_an_outage_queues_every_batch_in_order(engine: AsyncEngine) -> None:
+    tid, pk = await cell(engine)
+    passes = [a_pass(tid, pk, 2, T0 + timedelta(minutes=m)) for m in range(6)]
+    dead = async_engine(DEAD_URL)
+    backlog = ResultBacklog(dead, None, max_writers=1)
+    assert await store_all_while_the_writer_is_busy(backlog, passes) == {}  # an outage raises nothing
+    await dead.dispose()
+    # The tasks joined in the order they started: the group queues them in that order.
+    assert [batch.runs for batch in backlog.memory] == passes
+    backlog.engine = engine  # the database is back
+    assert await backlog.drain(10)
+    assert await stored(engine) == [(r.pass_id, r.repeat_index) for runs in passes for r in runs]
+
+
+async def test_cancelled_callers_of_a_waiting_group_have_their_passes_stored_once(
+    engine: AsyncEngine,
+) -> None:
+    tid, pk = await cell(engine)
+    passes = [a_pass(tid, pk, 2, T0 + timedelta(minutes=m)) for m in range(4)]
+    backlog = ResultBacklog(engine, None, max_writers=1)
+    commits = count_commits(engine)
+    await backlog.writers.acquire()
+    async with anyio.create_task_group() as tg:
+        for runs in passes:
+            tg.start_soon(backlog.store, runs)
+        await anyio.wait_all_tasks_blocked()  # one leader waiting for the writer, three followers
+        tg.cancel_scope.cancel()  # the callers give up: what they handed over is still written
+        backlog.writers.release()
+    assert commits[0] == 1  # the whole group, in one transaction
+    assert await stored(engine) == [(r.pass_id, r.repeat_index) for runs in passes for r in runs]
