@@ -29,6 +29,16 @@ MARGIN = 1e-6  # nats: rounding between the batched and the per-stream statistic
 CELLS_PER_BATCH = 2_000_000  # streams x observations in one padded array (x deltas, 8 bytes each)
 
 
+def _dense_unique(values: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """``np.unique(values, return_inverse=True)`` of non-negative integers, by counting, not sorting
+    (probe row ids, and stream x stratum numbers: dense, and far fewer than the values)."""
+    if values.size == 0 or values.min() < 0 or values.max() > 4 * values.size + 1_000_000:
+        uniques, inverse = np.unique(values, return_inverse=True)
+        return uniques, inverse.ravel()
+    present = np.bincount(values) > 0
+    return np.flatnonzero(present), (np.cumsum(present) - 1)[values]
+
+
 def _null_rate_bounds(
     streams: Sequence[Stream], spec: DetectionSpec
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
@@ -51,14 +61,14 @@ def _null_rate_bounds(
     owner = np.repeat(np.arange(len(streams)), sizes)
     # Positions below the cut-off, per stream: exact float comparisons, ties counted as older.
     cut = np.concatenate([window_cuts(s.at, spec.window_s) for s in streams]) + np.repeat(offsets, sizes)
-    strata, rank = np.unique(stratum, return_inverse=True)
-    groups, group = np.unique(owner * strata.size + rank.ravel(), return_inverse=True)
-    group = group.ravel()
+    strata, rank = _dense_unique(stratum)
+    groups, group = _dense_unique(owner * strata.size + rank)
     keys = group * (total + 1) + np.arange(total)  # sorted by group, then position
-    order = np.argsort(keys, kind="stable")
+    # A stable sort by group alone is the sort by keys; 16-bit groups sort by radix.
+    order = np.argsort(group.astype(np.uint16) if groups.size <= 1 << 16 else group, kind="stable")
     sorted_keys = keys[order]
     fail_cum = np.r_[0, np.cumsum(failed[order])]
-    group_start = np.searchsorted(sorted_keys, np.arange(groups.size) * (total + 1))
+    group_start = np.r_[0, np.cumsum(np.bincount(group, minlength=groups.size))[:-1]]
     below = np.searchsorted(sorted_keys, group * (total + 1) + cut)
     seen = below - group_start[group]
     owners, probes = groups // strata.size, strata[groups % strata.size]

@@ -9,7 +9,7 @@ import pytest
 
 from canary.config.sections import DetectionSpec
 from canary.detection.decisions import Counts
-from canary.detection.screen import _null_rate_bounds, may_alarm
+from canary.detection.screen import _dense_unique, _null_rate_bounds, may_alarm
 from canary.detection.sequential import (
     Stream,
     evaluate,
@@ -87,3 +87,12 @@ def test_screen_of_no_streams_and_of_streams_without_usable_observations() -> No
     assert may_alarm([], spec, []).size == 0
     empty = Stream(1, "c", "m", np.array([NOW]), np.array([1]), np.array([1]), np.array([1]), {})
     assert not may_alarm([empty], spec, [1.0]).any()
+
+
+@pytest.mark.parametrize("values", [[3, 1, 3, 7, 1], [0], [], [5, -2, 5], [10**9, 2, 10**9]])
+def test_unique_by_counting_is_numpys_unique(values: list[int]) -> None:
+    array = np.array(values, dtype=np.int64)
+    uniques, inverse = _dense_unique(array)
+    expected, expected_inverse = np.unique(array, return_inverse=True)
+    assert uniques.tolist() == expected.tolist()
+    assert inverse.tolist() == expected_inverse.ravel().tolist()
