@@ -50,13 +50,20 @@ def hour_reads(engine: AsyncEngine) -> list[tuple[int, int]]:
     return reads
 
 
-async def test_kept_hours_equal_fresh_totals_across_rounds(engine: AsyncEngine) -> None:
-    rng = np.random.default_rng(7)
+SINCE, UNTIL = NOW - timedelta(hours=9, minutes=10), NOW - timedelta(hours=2, minutes=5)  # hours 03-10
+
+
+async def twelve_hours(engine: AsyncEngine, rng: np.random.Generator) -> tuple[dict[str, int], list[int]]:
+    """Two cells, two probes, a pass every 20 minutes over the 12 hours before NOW."""
     async with engine.begin() as conn:
-        cells, probes = await seed_cells(
+        return await seed_cells(
             conn, ["m/p/a", "m/p/b"], 2, NOW - timedelta(hours=12), NOW, timedelta(minutes=20), RATES, rng
         )
-    since, until = NOW - timedelta(hours=9, minutes=10), NOW - timedelta(hours=2, minutes=5)
+
+
+async def test_kept_hours_equal_fresh_totals_across_rounds(engine: AsyncEngine) -> None:
+    rng = np.random.default_rng(7)
+    cells, probes = await twelve_hours(engine, rng)
     reads = hour_reads(engine)
     read_per_step = []
     for step, minutes in enumerate([0, 1, 2, 60, 61]):
@@ -68,9 +75,9 @@ async def test_kept_hours_equal_fresh_totals_across_rounds(engine: AsyncEngine) 
                                  timedelta(minutes=20), {"answered": 1.0}, rng)  # fmt: skip
         await observations.refresh(engine)
         reads.clear()
-        got = await kept(engine, since + shift, until + shift)
+        got = await kept(engine, SINCE + shift, UNTIL + shift)
         read_per_step.append(list(reads))
-        assert got == await fresh(engine, since + shift, until + shift)
+        assert got == await fresh(engine, SINCE + shift, UNTIL + shift)
     # The hours 03-10 (the last, 09-10, apart): read; kept; the older ones read again when a late
     # pass rewrote one of them; at a new hour (04-11) moved by the hour that left (03) and the one
     # that joined (09), and the new last hour read; kept.
@@ -81,29 +88,25 @@ async def test_kept_hours_equal_fresh_totals_across_rounds(engine: AsyncEngine) 
         (0, 0), observations.REFRESHED[engine.sync_engine].left, None
     )
     reads.clear()
-    got = await kept(engine, since + shift, until + shift)
+    got = await kept(engine, SINCE + shift, UNTIL + shift)
     assert reads == [(4, 10), (10, 11)]
-    assert got == await fresh(engine, since + shift, until + shift)
+    assert got == await fresh(engine, SINCE + shift, UNTIL + shift)
 
 
 async def test_a_late_pass_in_the_last_hour_rereads_that_hour_alone(engine: AsyncEngine) -> None:
     rng = np.random.default_rng(8)
-    async with engine.begin() as conn:
-        cells, probes = await seed_cells(
-            conn, ["m/p/a", "m/p/b"], 2, NOW - timedelta(hours=12), NOW, timedelta(minutes=20), RATES, rng
-        )
-    since, until = NOW - timedelta(hours=9, minutes=10), NOW - timedelta(hours=2, minutes=5)
+    cells, probes = await twelve_hours(engine, rng)
     await observations.refresh(engine)
-    await kept(engine, since, until)
+    await kept(engine, SINCE, UNTIL)
     async with engine.begin() as conn:  # inside the last whole hour, 09-10
         late = NOW - timedelta(hours=2, minutes=40)
         await add_passes(conn, cells["m/p/b"], probes, late, late + timedelta(minutes=1),
                          timedelta(minutes=20), {"answered": 1.0}, rng)  # fmt: skip
     await observations.refresh(engine)
     reads = hour_reads(engine)
-    got = await kept(engine, since, until)
+    got = await kept(engine, SINCE, UNTIL)
     assert reads == [(9, 10)]
-    assert got == await fresh(engine, since, until)
+    assert got == await fresh(engine, SINCE, UNTIL)
 
 
 async def test_kept_totals_of_a_moving_window_equal_fresh_totals(engine: AsyncEngine) -> None:
