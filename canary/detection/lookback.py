@@ -59,17 +59,6 @@ class Observations:
     failures: Ints
     passes: Ints
 
-    def between(self, start_us: int, cut_us: int) -> Observations:
-        """The observations with ``start < at < cut``."""
-        lo = int(np.searchsorted(self.at_us, start_us, side="right"))
-        hi = int(np.searchsorted(self.at_us, cut_us, side="left"))
-        return Observations(*(a[lo:hi] for a in self._arrays()))
-
-    def then(self, later: Observations) -> Observations:
-        return Observations(
-            *(np.concatenate([a, b]) for a, b in zip(self._arrays(), later._arrays(), strict=True))
-        )
-
     def _arrays(self) -> tuple[Ints, Ints, Ints, Ints, Ints]:
         return self.at_us, self.probe, self.n, self.failures, self.passes
 
@@ -132,12 +121,6 @@ async def _read_block(conn: AsyncConnection, start: datetime, cut: datetime, now
     sizes = [r.at.count(",") + 1 for r in rows]
     owner = np.repeat(np.arange(len(rows), dtype=np.int64), sizes)
     return _merge([([(r.target_id, r.metric) for r in rows], owner, Observations(*columns))])
-
-
-async def _read(
-    conn: AsyncConnection, start: datetime, cut: datetime, now: datetime
-) -> dict[Key, Observations]:
-    return (await _read_block(conn, start, cut, now)).streams()
 
 
 def _merge(parts: list[tuple[list[Key], Ints, Observations]]) -> _Block:

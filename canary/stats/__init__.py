@@ -5,8 +5,8 @@ Public surface (``from canary.stats import X``):
 - sequential detection (:mod:`canary.stats.edetector`): :func:`run_detector` (the mixture
   Shiryaev-Roberts e-detector), :func:`threshold_for_budget`, :func:`log_likelihood_ratios`,
   :func:`kl_bernoulli`;
-- rates (:mod:`canary.stats.rates`): :func:`rate_ci`, :func:`rate_upper_bounds`,
-  :func:`rate_difference_ci`, :func:`cmh_test`, :func:`minimum_detectable_effect`;
+- rates (:mod:`canary.stats.rates`): :func:`rate_ci`, :func:`rate_difference_ci`,
+  :func:`cmh_test`, :func:`minimum_detectable_effect`;
 - patterns (:mod:`canary.stats.patterns`): :func:`session_clustering`;
 - anytime-valid canary-vs-baseline tests (:mod:`canary.stats.two_sample`): :func:`rate_evidence`,
   :func:`rate_power`, :func:`rate_mde`, :func:`rate_sample_size`, :func:`planning_rate`;
@@ -35,7 +35,6 @@ from canary.stats.rates import (
     minimum_detectable_effect,
     rate_ci,
     rate_difference_ci,
-    rate_upper_bounds,
 )
 from canary.stats.stochastic_order import (
     OrderEvidence,
@@ -81,7 +80,6 @@ __all__ = [
     "rate_mde",
     "rate_power",
     "rate_sample_size",
-    "rate_upper_bounds",
     "run_detector",
     "session_clustering",
     "threshold_for_budget",

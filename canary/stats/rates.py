@@ -40,24 +40,6 @@ def rate_ci(failures: int, n: int, confidence: float = 0.95) -> tuple[float, flo
     return max(0.0, (centre - half) / denom), min(1.0, (centre + half) / denom)
 
 
-def rate_upper_bounds(
-    failures: npt.ArrayLike, n: npt.ArrayLike, confidence: float = 0.95
-) -> npt.NDArray[np.float64]:
-    """Upper ends of :func:`rate_ci` (Wilson, two-sided ``confidence``) for arrays of counts.
-
-    ``n = 0`` gives 1, as the scalar version does.
-    """
-    f = np.asarray(failures, dtype=np.float64)
-    nn = np.asarray(n, dtype=np.float64)
-    z = float(stats.norm.isf((1.0 - confidence) / 2.0))
-    safe = np.maximum(nn, 1.0)
-    p = np.clip(f / safe, 0.0, 1.0)
-    centre = p + z * z / (2 * safe)
-    half = z * np.sqrt(p * (1.0 - p) / safe + z * z / (4 * safe * safe))
-    upper = np.minimum(1.0, (centre + half) / (1.0 + z * z / safe))
-    return np.where(nn > 0, upper, 1.0)
-
-
 def rate_difference_ci(f1: int, n1: int, f0: int, n0: int, confidence: float = 0.95) -> tuple[float, float]:
     """Newcombe's hybrid score interval for ``f1/n1 - f0/n0`` (method 10 of Newcombe 1998).
 

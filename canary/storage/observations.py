@@ -132,9 +132,7 @@ def _add_to_hours(lo: datetime, hi: datetime, sign: int, passes: Sequence[uuid.U
             sign * sa.func.sum(obs.c.n),
             sign * sa.func.sum(obs.c.failures),
         )  # fmt: skip
-        .where(
-            obs.c.at >= lo, obs.c.at < hi, *([_among(obs.c.pass_id, passes)] if passes is not None else [])
-        )
+        .where(obs.c.at >= lo, obs.c.at < hi, *_of(obs.c.pass_id, passes))
         .group_by(obs.c.target_id, obs.c.metric, obs.c.probe_pk, sa.literal_column("hour"))
     )
     insert = pg_insert(hours).from_select(["target_id", "metric", "probe_pk", "hour", *HOUR_SUMS], sums)

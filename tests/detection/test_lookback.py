@@ -34,7 +34,7 @@ async def both(engine: AsyncEngine, now: datetime) -> tuple[bool, Streams, Strea
             kept is not None and lookback._cut(kept, observations.REFRESHED.get(sync), start, now) is not None
         )
         got = await lookback.lookback(conn, start, now)
-        full = await lookback._read(conn, start, start, now)
+        full = (await lookback._read_block(conn, start, start, now)).streams()
     return used, got, full
 
 
